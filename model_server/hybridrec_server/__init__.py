@@ -1,0 +1,1 @@
+"""hybridrec model server: PyTorch recommenders behind a dynamically batched HTTP API."""

@@ -1,0 +1,442 @@
+"""The hybridrec API (group ``hybridrec.io``, version ``v1alpha1``): the single source of truth.
+
+Pydantic v2 models of both custom resources. ``crds.py`` generates the CustomResourceDefinition YAML under
+``manifests/crds/`` from these models, including the CEL rules declared here, so the API server refuses what the
+models refuse. Field names are camelCase on the wire (Kubernetes API conventions) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "hybridrec.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Children are named "<model>-<pool>"; with these limits the name fits a Deployment's 63-character DNS label.
+MAX_MODEL_NAME = 40
+MAX_POOL_NAME = 22
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CURRENCY = r"^[A-Z]{3}$"
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+MODEL_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]+)$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry; ``message`` is what ``kubectl apply`` shows a person."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Sensitivity(StrEnum):
+    """Data classes, from least to most sensitive."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+
+SENSITIVE = frozenset({Sensitivity.CONFIDENTIAL, Sensitivity.RESTRICTED})
+
+
+class Tenancy(StrEnum):
+    PRIVATE = "private"
+    PUBLIC = "public"
+
+
+class CapacityType(StrEnum):
+    RESERVED = "reserved"
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+class Architecture(StrEnum):
+    MATRIX_FACTORIZATION = "matrix-factorization"
+    TWO_TOWER = "two-tower"
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused (a typo in a CR is an error, not a silent default)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase, JSON-ready form used in manifests and status patches."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+# --------------------------------------------------------------------------------------------- ComputePool
+
+
+class Toleration(ApiModel):
+    key: Annotated[str, Field(max_length=253)] = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: Annotated[str, Field(max_length=63)] = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] = ""
+
+
+class GpuSpec(ApiModel):
+    resource_name: Annotated[str, Field(pattern=LABEL_KEY, description="Extended resource that counts GPUs.")] = "nvidia.com/gpu"
+    model: Annotated[str, Field(max_length=63, description="GPU model, e.g. NVIDIA-A100-SXM4-80GB.")] = ""
+    memory_gib: Annotated[int, Field(ge=0, le=1024, description="Memory per GPU in GiB.")] = 0
+
+
+class Pricing(ApiModel):
+    price_per_gpu_hour: Annotated[float, Field(ge=0, le=1000, description="Price of one GPU for one hour.")]
+    currency: Annotated[str, Field(pattern=CURRENCY, description="ISO 4217 code of the price.")] = "USD"
+    capacity_type: CapacityType = CapacityType.ON_DEMAND
+
+
+class ComputePoolSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.tenancy == 'private' || !self.allowedSensitivity.exists(s, s == 'confidential' || s == 'restricted')",
+                    "a public pool cannot allow confidential or restricted data: such data never leaves private pools",
+                    ".allowedSensitivity",
+                )
+            ]
+        }
+    )
+
+    tenancy: Tenancy
+    provider: Annotated[str, Field(pattern=DNS_LABEL, max_length=63, description="Who runs the nodes: onprem, aws, gcp, azure...")]
+    region: Annotated[str, Field(max_length=63)] = ""
+    node_selector: Annotated[dict[str, str], Field(description="Labels that select this pool's nodes.")] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    pricing: Pricing
+    max_gpus: Annotated[int, Field(ge=0, le=100000, description="Quota: GPUs hybridrec may use in this pool.")]
+    allowed_sensitivity: Annotated[
+        list[Sensitivity], Field(min_length=1, max_length=4, description="Data classes allowed to run here.")
+    ]
+    startup_seconds: Annotated[int, Field(ge=0, le=3600, description="Typical time to a ready pod, node provisioning included.")] = 60
+
+    @field_validator("allowed_sensitivity")
+    @classmethod
+    def _unique(cls, value: list[Sensitivity]) -> list[Sensitivity]:
+        if len(set(value)) != len(value):
+            raise ValueError("allowedSensitivity lists a data class twice")
+        return value
+
+    @model_validator(mode="after")
+    def _public_pools_refuse_sensitive_data(self) -> ComputePoolSpec:
+        if self.tenancy == Tenancy.PUBLIC and SENSITIVE.intersection(self.allowed_sensitivity):
+            raise ValueError("a public pool cannot allow confidential or restricted data: such data never leaves private pools")
+        return self
+
+
+class Condition(ApiModel):
+    """A status condition following Kubernetes API conventions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ComputePoolStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    nodes: int = 0
+    ready_nodes: int = 0
+    allocatable_gpus: int = 0
+    used_gpus: Annotated[int, Field(description="GPUs requested by hybridrec pods in this pool.")] = 0
+    free_gpus: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class ComputePool(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"size(self.metadata.name) <= {MAX_POOL_NAME}",
+                    f"a ComputePool name has at most {MAX_POOL_NAME} characters (it becomes part of child object names)",
+                )
+            ]
+        }
+    )
+
+    api_version: Literal["hybridrec.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["ComputePool"] = "ComputePool"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ComputePoolSpec
+    status: ComputePoolStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+
+# ----------------------------------------------------------------------------------- RecModelDeployment
+
+
+class ModelArtifact(ApiModel):
+    uri: Annotated[str, Field(pattern=MODEL_URI, max_length=1024, description="Artifact prefix: s3://bucket/prefix/ or file:///path.")]
+    architecture: Architecture
+    sha256: Annotated[str | None, Field(pattern=r"^[a-f0-9]{64}$", description="sha256 of the artifact's manifest.json.")] = None
+    version: Annotated[str, Field(max_length=63)] = ""
+
+
+class Resources(ApiModel):
+    gpus: Annotated[int, Field(ge=1, le=16, description="GPUs per replica.")] = 1
+    cpu: Annotated[str, Field(pattern=QUANTITY, description="CPU request per replica.")] = "2"
+    memory: Annotated[str, Field(pattern=QUANTITY, description="Memory request per replica.")] = "8Gi"
+
+
+class Serving(ApiModel):
+    image: Annotated[str, Field(min_length=1, max_length=512)] = "ghcr.io/hybridrec/server:0.1.0"
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    max_batch_delay_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+    max_queue: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+
+
+class Slo(ApiModel):
+    p95_latency_ms: Annotated[int, Field(ge=1, le=60000, description="p95 latency target in milliseconds.")] = 100
+
+
+class ScheduledEvent(ApiModel):
+    """A declared demand event (a flash sale): demand is expected at ``multiplier`` x the trend in [start, end)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [cel("self.end > self.start", "a scheduled event must end after it starts", ".end")]}
+    )
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+    start: datetime
+    end: datetime
+    multiplier: Annotated[float, Field(gt=0, le=100)]
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> ScheduledEvent:
+        if self.end <= self.start:
+            raise ValueError("a scheduled event must end after it starts")
+        return self
+
+
+class Scaling(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas")
+            ]
+        }
+    )
+
+    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
+    target_rps_per_replica: Annotated[float, Field(gt=0, le=1_000_000, description="Hint: RPS one replica sustains within the SLO.")] = 50.0
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    schedule: Annotated[list[ScheduledEvent], Field(max_length=64)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+class Budget(ApiModel):
+    max_per_hour: Annotated[float | None, Field(ge=0)] = None
+    max_per_month: Annotated[float | None, Field(ge=0)] = None
+    currency: Annotated[str, Field(pattern=CURRENCY)] = "USD"
+
+
+class Placement(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.preferredPools.exists(p, p in self.forbiddenPools)",
+                    "a pool cannot be both preferred and forbidden",
+                    ".preferredPools",
+                )
+            ]
+        }
+    )
+
+    preferred_pools: Annotated[list[Annotated[str, Field(pattern=DNS_LABEL, max_length=MAX_POOL_NAME)]], Field(max_length=32)] = Field(
+        default_factory=list
+    )
+    forbidden_pools: Annotated[list[Annotated[str, Field(pattern=DNS_LABEL, max_length=MAX_POOL_NAME)]], Field(max_length=32)] = Field(
+        default_factory=list
+    )
+    allow_public_burst: Annotated[bool, Field(description="Let internal data burst to public pools that allow it.")] = False
+
+    @model_validator(mode="after")
+    def _not_both(self) -> Placement:
+        if set(self.preferred_pools) & set(self.forbidden_pools):
+            raise ValueError("a pool cannot be both preferred and forbidden")
+        return self
+
+
+class TrainingCost(ApiModel):
+    gpus: Annotated[float, Field(ge=0)] = 0
+    hours: Annotated[float, Field(ge=0)] = 0
+    price_per_gpu_hour: Annotated[float, Field(ge=0)] = 0
+
+
+class DeploymentCost(ApiModel):
+    """One-off cost of deploying: GPUs x load-test throughput (TPS) x unit cost per GPU-TPS."""
+
+    gpus: Annotated[float, Field(ge=0)] = 0
+    tps: Annotated[float, Field(ge=0)] = 0
+    unit_cost: Annotated[float, Field(ge=0)] = 0
+
+
+class MaintenanceCost(ApiModel):
+    """Upkeep: people (or units) x hours x rate per hour."""
+
+    people: Annotated[float, Field(ge=0)] = 0
+    hours: Annotated[float, Field(ge=0)] = 0
+    rate_per_hour: Annotated[float, Field(ge=0)] = 0
+
+
+class BusinessValue(ApiModel):
+    """Benefit = requests x click-through rate x conversion rate x value per conversion."""
+
+    requests: Annotated[float, Field(ge=0)] = 0
+    click_through_rate: Annotated[float, Field(ge=0, le=1)] = 0
+    conversion_rate: Annotated[float, Field(ge=0, le=1)] = 0
+    value_per_conversion: Annotated[float, Field(ge=0)] = 0
+
+
+class Economics(ApiModel):
+    currency: Annotated[str, Field(pattern=CURRENCY)] = "USD"
+    training: TrainingCost = Field(default_factory=TrainingCost)
+    deployment: DeploymentCost = Field(default_factory=DeploymentCost)
+    maintenance: MaintenanceCost = Field(default_factory=MaintenanceCost)
+    business_value: BusinessValue = Field(default_factory=BusinessValue)
+
+
+class RecModelDeploymentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(self.dataSensitivity in ['confidential', 'restricted'] && self.placement.allowPublicBurst)",
+                    "allowPublicBurst cannot be true for confidential or restricted data: such data never leaves private pools",
+                    ".placement.allowPublicBurst",
+                ),
+                cel(
+                    "!has(self.replicas) || self.replicas <= self.scaling.maxReplicas",
+                    "replicas must not exceed scaling.maxReplicas",
+                    ".replicas",
+                ),
+            ]
+        }
+    )
+
+    model: ModelArtifact
+    data_sensitivity: Sensitivity
+    replicas: Annotated[
+        int | None, Field(ge=0, le=1000, description="Pins the total replica count (kubectl scale, HPA, KEDA); unset: hybridrec decides.")
+    ] = None
+    resources: Resources = Field(default_factory=Resources)
+    serving: Serving = Field(default_factory=Serving)
+    slo: Slo = Field(default_factory=Slo)
+    scaling: Scaling = Field(default_factory=Scaling)
+    budget: Budget | None = None
+    placement: Placement = Field(default_factory=Placement)
+    economics: Economics | None = None
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> RecModelDeploymentSpec:
+        if self.data_sensitivity in SENSITIVE and self.placement.allow_public_burst:
+            raise ValueError("allowPublicBurst cannot be true for confidential or restricted data: such data never leaves private pools")
+        if self.replicas is not None and self.replicas > self.scaling.max_replicas:
+            raise ValueError("replicas must not exceed scaling.maxReplicas")
+        return self
+
+
+class PoolPlacement(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    pool: str
+    tenancy: Tenancy
+    desired: int
+    ready: int = 0
+    price_per_hour: float = 0.0
+    currency: str = "USD"
+    reason: str = ""
+
+
+class Decision(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    time: str
+    trigger: str
+    message: str
+
+
+class RecModelDeploymentStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    placements: list[PoolPlacement] = Field(default_factory=list)
+    replicas: int = 0
+    ready_replicas: int = 0
+    private_replicas: int = 0
+    public_replicas: int = 0
+    selector: str = ""
+    cost_per_hour: float = 0.0
+    currency: str = "USD"
+    last_decision: Decision | None = None
+
+
+class RecModelDeployment(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"size(self.metadata.name) <= {MAX_MODEL_NAME}",
+                    f"a RecModelDeployment name has at most {MAX_MODEL_NAME} characters (child objects are named <model>-<pool>)",
+                )
+            ]
+        }
+    )
+
+    api_version: Literal["hybridrec.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["RecModelDeployment"] = "RecModelDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: RecModelDeploymentSpec
+    status: RecModelDeploymentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
+
+
+def parse_pool(obj: dict[str, Any]) -> ComputePool:
+    """A ComputePool from its API object (status and unknown metadata tolerated)."""
+    return ComputePool.model_validate({"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}), "status": obj.get("status")})
+
+
+def parse_rmd(obj: dict[str, Any]) -> RecModelDeployment:
+    """A RecModelDeployment from its API object (status and unknown metadata tolerated)."""
+    return RecModelDeployment.model_validate(
+        {"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}), "status": obj.get("status")}
+    )
