@@ -212,18 +212,27 @@ def write_artifact(dest: str | os.PathLike[str], config: Mapping[str, Any], weig
 
 
 def place_atomically(staging: Path, dest: Path) -> Path:
-    """Move a fully verified staging directory to ``dest``, replacing whatever was there."""
+    """Move a fully verified staging directory to ``dest``, replacing whatever was there.
+
+    Tolerates concurrent pullers of the same artifact (several servers sharing a cache dir): whoever
+    loses the final rename discards its staging copy, since the winner's copy was verified too.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        if dest.is_dir() and not any(dest.iterdir()):
-            dest.rmdir()
-        else:
-            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(dest, old)
-            os.replace(staging, dest)
-            shutil.rmtree(old, ignore_errors=True)
-            return dest
-    os.replace(staging, dest)
+    try:
+        os.replace(staging, dest)  # dest absent or an empty directory
+        return dest
+    except OSError:
+        pass
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(dest, old)
+    except FileNotFoundError:
+        pass
+    try:
+        os.replace(staging, dest)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     return dest
 
 
@@ -303,6 +312,17 @@ def pull(
 
     On any failure the staging directory is removed and ``dest`` is left untouched.
     """
+    return pull_verified(uri, dest, endpoint_url, expected_sha256, client).directory
+
+
+def pull_verified(
+    uri: str,
+    dest: str | os.PathLike[str],
+    endpoint_url: str | None = None,
+    expected_sha256: str | None = None,
+    client: Any = None,
+) -> VerifiedArtifact:
+    """:func:`pull`, returning the verified contents read from the staging copy (no re-read after the move)."""
     loc = parse_s3_uri(uri)
     s3 = client or s3_client(endpoint_url)
     target = Path(dest)
@@ -319,11 +339,30 @@ def pull(
                 raise exc.at(f"s3://{loc.bucket}/{loc.key(name)}") from None
             (staging / name).write_bytes(data)
         (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
-        read_verified(staging, expected_sha256)
-        return place_atomically(staging, target)
+        verified = read_verified(staging, expected_sha256)
+        placed = place_atomically(staging, target)
+        return VerifiedArtifact(placed, verified.manifest_sha256, verified.config, verified.weights)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _cache_slot(uri: str, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """One directory per URI under the cache: a re-pull of the same URI replaces the old copy atomically."""
+    cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "hybridrec-model-cache"
+    return cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def fetch_verified(
+    uri: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    expected_sha256: str | None = None,
+    endpoint_url: str | None = None,
+) -> VerifiedArtifact:
+    """Verified contents of ``HYBRIDREC_MODEL_URI`` (S3 pulls go through the cache dir)."""
+    if urlparse(uri).scheme == "s3":
+        return pull_verified(uri, _cache_slot(uri, cache_dir), endpoint_url, expected_sha256)
+    return read_verified(resolve_model_uri(uri), expected_sha256)
 
 
 def resolve_model_uri(
@@ -335,10 +374,7 @@ def resolve_model_uri(
     """Turn ``HYBRIDREC_MODEL_URI`` into a local artifact directory (pulling from S3 into the cache)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "hybridrec-model-cache"
-        # one directory per URI: a re-pull of the same URI replaces the old copy atomically
-        slot = hashlib.sha256(uri.encode()).hexdigest()[:16]
-        return pull(uri, cache / slot, endpoint_url=endpoint_url, expected_sha256=expected_sha256)
+        return pull(uri, _cache_slot(uri, cache_dir), endpoint_url=endpoint_url, expected_sha256=expected_sha256)
     if parsed.scheme == "file":
         return Path(parsed.path)
     if parsed.scheme in {"", None}:

@@ -184,6 +184,13 @@ class ComputePool(ApiModel):
     def name(self) -> str:
         return str(self.metadata.get("name", ""))
 
+    @model_validator(mode="after")
+    def _name_fits(self) -> ComputePool:
+        # Mirrors the root CEL rule above.
+        if len(self.name) > MAX_POOL_NAME:
+            raise ValueError(f"a ComputePool name has at most {MAX_POOL_NAME} characters (it becomes part of child object names)")
+        return self
+
 
 # ----------------------------------------------------------------------------------- RecModelDeployment
 
@@ -428,6 +435,15 @@ class RecModelDeployment(ApiModel):
     @property
     def namespace(self) -> str:
         return str(self.metadata.get("namespace", "default"))
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> RecModelDeployment:
+        # Mirrors the root CEL rule above.
+        if len(self.name) > MAX_MODEL_NAME:
+            raise ValueError(
+                f"a RecModelDeployment name has at most {MAX_MODEL_NAME} characters (child objects are named <model>-<pool>)"
+            )
+        return self
 
 
 def parse_pool(obj: dict[str, Any]) -> ComputePool:

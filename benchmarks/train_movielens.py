@@ -1,0 +1,101 @@
+"""Full MovieLens 100K training run: popularity vs matrix factorisation vs two-tower (leave-one-out,
+99 sampled negatives, HR@10 / NDCG@10). Writes benchmarks/results/train_movielens.md.
+
+    ~/.cache/hybridrec/venv/bin/python benchmarks/train_movielens.py [--epochs 30] [--seed 0]
+
+Artifacts go to ~/.cache/hybridrec/artifacts/ (never into the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import platform
+import sys
+from pathlib import Path
+
+from hybridrec_server.train import format_report, train_and_evaluate
+
+TARGET_LIFT = 0.20
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "results" / "train_movielens.md"
+ARTIFACTS = Path.home() / ".cache" / "hybridrec" / "artifacts"
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def render(results: dict[str, dict], epochs: int, seed: int) -> str:
+    """Markdown report (pure)."""
+    import os
+
+    import torch
+
+    tt = results["two-tower"]
+    pop_hr = tt["popularity_hr@10"]
+    lines = [
+        "# MovieLens 100K: leave-one-out HR@10 / NDCG@10",
+        "",
+        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} with "
+        f"`python benchmarks/train_movielens.py --epochs {epochs} --seed {seed}`.",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, device {tt['device']}, "
+        f"Python {platform.python_version()}.",
+        "",
+        "Protocol: implicit feedback (all 100,000 ratings are positives); per user the latest interaction is",
+        "the test item and the second latest the validation item (early stopping, patience 3); each held-out",
+        "item is ranked against 99 sampled items the user never interacted with; ties count against it.",
+        "Loss: full softmax over all 1,682 items. Data read in place from the recbole wheel.",
+        "",
+        "| model | HR@10 | NDCG@10 | HR@10 vs popularity | best epoch / run | train time |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| popularity (train counts) | {pop_hr:.4f} | {tt['popularity_ndcg@10']:.4f} | - | - | - |",
+    ]
+    for arch, m in results.items():
+        lift = m["hr@10"] / m["popularity_hr@10"] - 1
+        lines.append(
+            f"| {arch} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {lift:+.1%} | "
+            f"{m['best_epoch']} / {m['epochs_run']} | {m['train_seconds']:.0f} s |"
+        )
+    lift = tt["hr@10"] / pop_hr - 1
+    verdict = "met" if lift >= TARGET_LIFT else "MISSED"
+    lines += [
+        "",
+        f"Target: two-tower HR@10 >= popularity x {1 + TARGET_LIFT:.2f} -> {verdict} ({lift:+.1%}).",
+        f"{tt['n_users']} users, {tt['n_items']} items, {tt['n_train']} training interactions, "
+        f"{tt['n_test_users']} test users.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = {}
+    for arch in ("matrix-factorization", "two-tower"):
+        _, metrics = train_and_evaluate(arch, args.epochs, ARTIFACTS / f"ml100k-{arch}-seed{args.seed}", seed=args.seed)
+        print(format_report(metrics), flush=True)
+        results[arch] = metrics
+    report = render(results, args.epochs, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+    tt = results["two-tower"]
+    return 0 if tt["hr@10"] >= (1 + TARGET_LIFT) * tt["popularity_hr@10"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""FastAPI app factory: routes, error handlers, metrics middleware and the load/drain lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __doc__ as package_doc
+from .batcher import DynamicBatcher, QueueFullError, ShuttingDownError
+from .errors import ApiError, ModelNotReadyError, describe, spec_for
+from .metrics import ServerMetrics
+from .predictor import Query, Recommendation, RecommenderModel
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+
+def _id_from_int(value: Any) -> Any:
+    """Accept integer ids (MovieLens-style) as strings; everything else must already be a string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[
+    StrictStr,
+    BeforeValidator(_id_from_int),
+    Field(min_length=1, max_length=256, description="User or item id (string; integers accepted)"),
+]
+MAX_LIST = 10_000
+MAX_BATCH_REQUESTS = 256
+#: Paths counted in the request metrics (probes and scrapes are not traffic).
+API_ENDPOINTS: dict[str, str] = {"/v1/recommend": "recommend", "/v1/recommend:batch": "recommend_batch"}
+
+
+class RecommendRequest(BaseModel):
+    """Top-k recommendations for one user."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: Id
+    k: int = Field(10, ge=1, le=100, description="How many items to return (1..100)")
+    candidates: list[Id] | None = Field(None, max_length=MAX_LIST, description="Rank only these items")
+    exclude: list[Id] | None = Field(None, max_length=MAX_LIST, description="Never return these items")
+
+
+class BatchRecommendRequest(BaseModel):
+    """Several recommendation requests in one call."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests: list[RecommendRequest] = Field(..., min_length=1, max_length=MAX_BATCH_REQUESTS)
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    model: str
+    version: str
+    user_id: str
+    items: list[ScoredItem]
+    fallback: bool = Field(description="True when the user is unknown and popular items were served")
+
+
+class BatchRecommendResponse(BaseModel):
+    responses: list[RecommendResponse]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (422, "invalid request (field named in error.field) or unknown candidate items"),
+        (429, "queue full; retry after the Retry-After header"),
+        (503, "model not ready or server shutting down"),
+    )
+}
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no per-request task like BaseHTTPMiddleware): latency, status, in-flight."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        endpoint = API_ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+def render(model: RecommenderModel, rec: Recommendation) -> dict[str, Any]:
+    """Response document for one recommendation."""
+    return {
+        "model": model.name,
+        "version": model.version,
+        "user_id": rec.user_id,
+        "items": [{"item_id": item, "score": score} for item, score in rec.items],
+        "fallback": rec.fallback,
+    }
+
+
+def _error_response(exc: BaseException) -> JSONResponse:
+    spec, body, headers = describe(exc)
+    if spec.status >= 500 and not isinstance(exc, (ApiError, ShuttingDownError, StarletteHTTPException)):
+        log.error("unhandled error: %r", exc, exc_info=exc)
+    return JSONResponse(body, status_code=spec.status, headers=headers)
+
+
+_HANDLED = (RequestValidationError, StarletteHTTPException, ApiError, QueueFullError, ShuttingDownError)
+
+
+class GuardedRoute(APIRoute):
+    """Turns unexpected exceptions into the JSON 500 inside the route, so they never propagate further
+    (Starlette's outermost error middleware would re-raise them after answering)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except _HANDLED:
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to internal_error, details only in the log
+                return _error_response(exc)
+
+        return handler
+
+
+def create_app(settings: Settings, model: RecommenderModel | None = None) -> FastAPI:
+    """Build the app. ``model`` may be injected (already loaded or not); otherwise it is built from settings.
+
+    The model loads in the background after start-up so ``/healthz`` answers at once and ``/readyz``
+    reports 503 until load + warm-up finish. If loading fails, ``app.state.load_error`` is set and
+    ``app.state.on_fatal`` (installed by ``__main__``) is called so the process exits non-zero.
+    """
+    metrics = ServerMetrics(settings.namespace, settings.model_name, settings.pool)
+    model = model or RecommenderModel(
+        settings.model_name,
+        settings.model_uri,
+        expected_sha256=settings.model_sha256,
+        cache_dir=settings.model_cache_dir,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        device=settings.device,
+    )
+    batch_size = settings.max_batch_size if settings.batching else 1
+    batcher: DynamicBatcher[Query, Recommendation] = DynamicBatcher(
+        model.predict,
+        max_batch_size=batch_size,
+        max_batch_delay_ms=settings.max_batch_delay_ms if settings.batching else 0.0,
+        max_queue=settings.max_queue,
+        on_batch=metrics.batch_size.observe,
+        on_queue_depth=metrics.queue_depth.set,
+    )
+
+    def is_ready() -> bool:
+        return model.ready and not app.state.shutting_down and batcher.accepting
+
+    async def load_in_background() -> None:
+        try:
+            if not model.ready:
+                await asyncio.to_thread(model.load)
+                await asyncio.to_thread(model.warmup, batch_size)
+            metrics.set_model_info(model.version, model.architecture, str(model.device))
+            if model.device.type == "cuda":
+                metrics.enable_gpu(model.device.index or 0)
+            if not app.state.shutting_down:
+                metrics.ready.set(1)
+            log.info("ready: %s", model.describe())
+        except Exception as exc:  # noqa: BLE001 - reported to main, which exits non-zero
+            app.state.load_error = exc
+            log.error("model load failed, not serving: %s", exc)
+            if app.state.on_fatal is not None:
+                app.state.on_fatal(exc)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        app.state.load_task = asyncio.create_task(load_in_background())
+        try:
+            yield
+        finally:
+            begin_shutdown()
+            await batcher.stop(settings.shutdown_timeout_s)
+
+    def begin_shutdown() -> None:
+        """Flip readiness off at once (SIGTERM); in-flight requests still complete."""
+        app.state.shutting_down = True
+        metrics.ready.set(0)
+
+    app = FastAPI(
+        title="hybridrec model server",
+        description=package_doc or "",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.router.route_class = GuardedRoute
+    app.state.settings = settings
+    app.state.model = model
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.state.shutting_down = False
+    app.state.load_error = None
+    app.state.on_fatal = None
+    app.state.begin_shutdown = begin_shutdown
+    app.state.is_ready = is_ready
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    for exc_type in (*_HANDLED, Exception):
+        app.add_exception_handler(exc_type, lambda _req, exc: _error_response(exc))  # type: ignore[arg-type]
+
+    def require_ready() -> None:
+        if not model.ready:
+            raise ModelNotReadyError("model is loading; retry shortly")
+
+    @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES)
+    async def recommend(body: RecommendRequest) -> Response:
+        """Top-k items for a user; unknown users get popular items with ``fallback: true``."""
+        require_ready()
+        query = model.prepare(body.user_id, body.k, body.candidates, body.exclude)
+        rec = await batcher.submit(query)
+        if rec.fallback:
+            metrics.fallback.inc()
+        return JSONResponse(render(model, rec))
+
+    @app.post("/v1/recommend:batch", response_model=BatchRecommendResponse, responses=ERROR_RESPONSES)
+    async def recommend_batch(body: BatchRecommendRequest) -> Response:
+        """Several requests at once; answered in order. Any invalid entry rejects the whole call (422)."""
+        require_ready()
+        queries = [
+            model.prepare(r.user_id, r.k, r.candidates, r.exclude, field_prefix=f"requests[{i}].")
+            for i, r in enumerate(body.requests)
+        ]
+        recs = await batcher.submit_many(queries)
+        n_fallback = sum(1 for rec in recs if rec.fallback)
+        if n_fallback:
+            metrics.fallback.inc(n_fallback)
+        return JSONResponse({"responses": [render(model, rec) for rec in recs]})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process and its event loop are alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
+    async def readyz() -> Response:
+        """Readiness: 200 only after model load + warm-up, 503 before and while shutting down."""
+        if is_ready():
+            return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+        if app.state.shutting_down or not batcher.accepting:
+            exc: BaseException = ShuttingDownError("shutting down")
+        else:
+            exc = ModelNotReadyError("model failed to load" if app.state.load_error else "model is loading")
+        spec = spec_for(exc)
+        _, body, _ = describe(exc)
+        return JSONResponse(body, status_code=spec.status)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/")
+    async def root() -> dict[str, Any]:
+        """Identity of the served model."""
+        return model.describe()
+
+    return app

@@ -1,0 +1,134 @@
+"""Operator processes coming and going: kill -9 mid-reconcile, two peered replicas, running under its RBAC account."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections import Counter
+from pathlib import Path
+import pytest
+import yaml
+
+from hybridrec_operator.localcluster import LocalCluster
+
+from .conftest import MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
+
+pytestmark = pytest.mark.cluster
+
+SA = "system:serviceaccount:hybridrec-system:hybridrec-operator"
+EXPECTED = {"account-recs": {"onprem-a100": 1}, "homepage-recs": {"onprem-t4": 2}, "trending": {"onprem-t4": 1}}
+
+
+def children_by_kind(kube: Kube, namespace: str) -> Counter[tuple[str, str]]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for kind in ("deployments", "services", "pdb"):
+        for obj in kube.items(kind, namespace, MANAGED):
+            counts[(kind, obj["metadata"]["name"])] += 1
+    return counts
+
+
+def reconciles(op: OperatorProcess) -> float:
+    match = re.search(r'hybridrec_reconcile_duration_seconds_count\{kind="RecModelDeployment"\} (\S+)', op.metrics())
+    return float(match.group(1)) if match else 0.0
+
+
+def test_kill9_mid_reconcile_and_restart_converges_without_duplicates_or_orphans(
+        operator: OperatorProcess, kube: Kube, namespace: str) -> None:
+    kube.apply(sample_models(namespace))
+    # Kill as soon as the first child exists: the other models (and this one's status) are mid-flight.
+    wait_for(lambda: kube.items("deployments", namespace, MANAGED), 60, "a first Deployment", interval=0.05)
+    operator.kill9()
+    operator.start()
+    for name, pools in EXPECTED.items():
+        rmd = wait_for(lambda name=name: rmd_ready(kube, namespace, name), 90, f"{name} Ready after the restart")
+        assert {p["pool"]: p["desired"] for p in rmd["status"]["placements"]} == pools
+    wanted = {("deployments", f"{m}-{p}") for m, pools in EXPECTED.items() for p in pools}
+    wanted |= {(k, m) for m in EXPECTED for k in ("services", "pdb")}
+    counts = children_by_kind(kube, namespace)
+    assert set(counts) == wanted and set(counts.values()) == {1}
+    # Exactly the planned pods: no duplicate ReplicaSets or pods left from the killed run.
+    wait_for(lambda: len(kube.items("pods", namespace, MANAGED)) == 4, 60, "exactly 4 pods")
+
+
+def test_two_peered_replicas_only_one_acts_and_the_other_takes_over(
+        shared_operator: OperatorProcess, cluster: LocalCluster, kube: Kube, namespace: str,
+        operator_log_dir: Path) -> None:
+    shared_operator.stop()  # a standalone operator would act regardless of peering
+    kube("delete", "clusterkopfpeering", "hybridrec", "--ignore-not-found")
+    first = OperatorProcess(cluster, operator_log_dir, "peer-a", ["--peering", "hybridrec", "--priority", "200"]).start()
+    second = OperatorProcess(cluster, operator_log_dir, "peer-b", ["--peering", "hybridrec", "--priority", "100"]).start()
+    try:
+        # The operator created the peering object; both replicas announced themselves in it.
+        wait_for(lambda: len((kube.get("clusterkopfpeering", "hybridrec") or {}).get("status") or {}) == 2, 30,
+                 "both replicas in the peering object")
+        kube.apply(sample_models(namespace, "trending"))
+        wait_for(lambda: rmd_ready(kube, namespace, "trending"), 90, "trending Ready")
+        assert reconciles(first) > 0
+        assert reconciles(second) == 0, "the lower-priority replica must stand by"
+
+        first.kill9()  # no goodbye in the peering object: the survivor waits out the lifetime (6 s here)
+        kube("scale", "rmd", "trending", "-n", namespace, "--replicas=2")
+        rmd = wait_for(lambda: (r := rmd_ready(kube, namespace, "trending")) and r["status"]["replicas"] == 2 and r,
+                       60, "the standby replica to take over")
+        assert rmd["status"]["lastDecision"]["message"].startswith("2 replicas")
+        assert reconciles(second) > 0
+        assert "Resuming operations" in second.log_text()
+    finally:
+        first.stop()
+        second.stop()
+
+
+def serviceaccount_kubeconfig(kube: Kube, cluster: LocalCluster, path: Path) -> Path:
+    """A kubeconfig holding a token of the operator's ServiceAccount, obtained through the TokenRequest API."""
+    token = kube("create", "token", "hybridrec-operator", "-n", "hybridrec-system", "--duration=1h").stdout.strip()
+    ca = base64.b64encode((cluster.workdir / "pki" / "ca.crt").read_bytes()).decode()
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": {"server": cluster.server, "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def can_i(kube: Kube, *args: str) -> bool:
+    proc = kube("auth", "can-i", f"--as={SA}", *args, check=False)
+    return proc.stdout.strip() == "yes"
+
+
+def test_operator_works_with_only_its_rbac(
+        shared_operator: OperatorProcess, cluster: LocalCluster, kube: Kube, namespace: str,
+        operator_log_dir: Path, tmp_path: Path) -> None:
+    kube("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
+    kube("apply", "-f", str(ROOT / "manifests" / "rbac" / "operator.yaml"))
+
+    # What it may do, and what it may not.
+    allowed = [("patch", "deployments"), ("create", "deployments"), ("delete", "deployments"), ("watch", "pods"),
+               ("list", "nodes"), ("patch", "recmodeldeployments", "--subresource=status"),
+               ("patch", "computepools", "--subresource=status"), ("create", "events"),
+               ("patch", "clusterkopfpeerings.kopf.dev"), ("create", "services"), ("create", "poddisruptionbudgets")]
+    denied = [("get", "secrets"), ("create", "secrets"), ("delete", "nodes"), ("update", "recmodeldeployments"),
+              ("patch", "recmodeldeployments"), ("delete", "recmodeldeployments"), ("create", "pods"),
+              ("delete", "services"), ("patch", "computepools"), ("create", "clusterrolebindings"),
+              ("impersonate", "serviceaccounts"), ("*", "*")]
+    for verb, *resource in allowed:
+        assert can_i(kube, verb, *resource, "-A"), f"{verb} {resource} should be allowed"
+    for verb, *resource in denied:
+        assert not can_i(kube, verb, *resource, "-A"), f"{verb} {resource} should be denied"
+
+    shared_operator.stop()
+    kubeconfig = serviceaccount_kubeconfig(kube, cluster, tmp_path / "sa.kubeconfig")
+    op = OperatorProcess(cluster, operator_log_dir, "operator-rbac", ["--standalone"], env={"KUBECONFIG": str(kubeconfig)})
+    op.start()
+    try:
+        kube.apply(sample_models(namespace, "account-recs"))
+        rmd = wait_for(lambda: rmd_ready(kube, namespace, "account-recs"), 90, "account-recs Ready under the SA")
+        assert {p["pool"] for p in rmd["status"]["placements"]} == {"onprem-a100"}
+        log = op.log_text()
+        assert "403" not in log and "Forbidden" not in log, log[-3000:]
+        event = [e for e in kube.items("events", namespace) if e["reason"] == "Placed"]
+        assert event, "the event could not be posted under the SA"
+    finally:
+        op.stop()  # the next test's `operator` fixture restarts the shared operator

@@ -1,0 +1,13 @@
+"""Shared helpers for the end-to-end tests and the demo (real processes on 127.0.0.1, bounded load).
+
+``tests/`` is on ``sys.path`` under pytest (rootdir conftest), so tests import ``support``; scripts outside
+pytest add ``tests/`` to ``sys.path`` first.
+"""
+
+from support.load import LoadStats, PacedLoad, ramp, read_servers, steps
+from support.stack import FAKE_AWS, MotoS3, OperatorProcess, PodRunnerProcess, parse_metrics, eventually, log_tail, prom_query, prom_scalar, start_logged, stop_process
+
+__all__ = [
+    "FAKE_AWS", "LoadStats", "MotoS3", "OperatorProcess", "parse_metrics", "PacedLoad", "PodRunnerProcess", "eventually", "log_tail", "prom_query",
+    "prom_scalar", "ramp", "read_servers", "start_logged", "steps", "stop_process",
+]

@@ -1,0 +1,226 @@
+"""The cost controller's round, with the cluster and Prometheus replaced by plain data (the real planner runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hybridrec_operator import metrics as m
+from hybridrec_operator.api import parse_pool, parse_rmd
+from hybridrec_operator.cost_controller import (
+    ClusterSnapshot,
+    ControllerConfig,
+    ControllerState,
+    MetricsPublisher,
+    ModelSnapshot,
+    RoundResult,
+    build_snapshot,
+    events_for,
+    observed_condition_patch,
+    plan_round,
+)
+from hybridrec_operator.observe import MISSING, DataState, ModelObservation, Observation, PoolObservation, Reading
+
+ROOT = Path(__file__).resolve().parents[3]
+POOLS = [parse_pool(d) for d in yaml.safe_load_all((ROOT / "manifests/samples/pools.yaml").read_text()) if d]
+CAPACITY = {"onprem-a100": 8, "onprem-t4": 4, "aws-spot-l4": 12, "gcp-ondemand-a100": 16}
+CONFIG = ControllerConfig(prometheus_url="http://prom", interval_s=5, window_s=10, max_age_s=10)
+T0 = 1_700_000_000.0
+
+
+def rmd(name: str, sensitivity: str = "public", *, gpus: int = 2, forbid: tuple[str, ...] = ("onprem-a100", "gcp-ondemand-a100"),
+        stabilisation: int = 20, **scaling: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment",
+        "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1, "resourceVersion": "7"},
+        "spec": {
+            "model": {"uri": f"s3://models/{name}/", "architecture": "two-tower"},
+            "dataSensitivity": sensitivity,
+            "resources": {"gpus": gpus},
+            "slo": {"p95LatencyMs": 50},
+            "scaling": {"minReplicas": 1, "maxReplicas": 6, "targetRpsPerReplica": 20, "scaleDownStabilizationSeconds": stabilisation, **scaling},
+            "placement": {"forbiddenPools": list(forbid)},
+            "budget": {"maxPerHour": 50, "maxPerMonth": 10000, "currency": "USD"},
+        },
+    }
+
+
+PUBLIC = rmd("public-recs")
+RESTRICTED = rmd("account-recs", "restricted", gpus=1, forbid=())
+
+
+def snapshot(*models: tuple[dict[str, Any], dict[str, int]], capacity: dict[str, int] | None = None) -> ClusterSnapshot:
+    snaps = [ModelSnapshot(rmd=parse_rmd(body), current=current, ready=dict(current), body=body) for body, current in models]
+    return ClusterSnapshot(models=snaps, pools=POOLS, capacity_gpus=capacity or CAPACITY)
+
+
+def fresh(name: str, rps: float, pools: dict[str, int], p95_s: float = 0.02, state: DataState = DataState.OK) -> ModelObservation:
+    pool_obs = {p: PoolObservation(pool=p, expected=True, state=state, request_rate=Reading.ok(rps / max(len(pools), 1)),
+                                   ready_servers=Reading.ok(n), targets=n, targets_up=n, sample_age_seconds=1.0)
+                for p, n in pools.items()}
+    if state != DataState.OK:
+        return ModelObservation("shop", name, state, f"metrics {state.value}", pools=pool_obs)
+    return ModelObservation("shop", name, DataState.OK, "fresh", request_rate=Reading.ok(rps), p95_seconds=Reading.ok(p95_s),
+                            ready_servers=Reading.ok(sum(pools.values())), pools=pool_obs)
+
+
+def observation(*models: ModelObservation, at: float = T0) -> Observation:
+    return Observation(time=at, models={(o.namespace, o.model): o for o in models})
+
+
+def run(snap: ClusterSnapshot, obs: Observation | None, state: ControllerState, at: float, error: str | None = None) -> tuple[RoundResult, ControllerState]:
+    return plan_round(snap, obs, state, at, CONFIG, prometheus_error=error)
+
+
+def test_demand_fills_the_private_pool_first_then_bursts_to_public() -> None:
+    state = ControllerState()
+    res, state = run(snapshot((PUBLIC, {"onprem-t4": 1})), observation(fresh("public-recs", 30, {"onprem-t4": 1})), state, T0)
+    out = res.outcomes["shop/public-recs"]
+    assert out.targets == {"onprem-t4": 2, "aws-spot-l4": 0}
+    assert out.changed and out.direction == "up" and out.reason == "demand"
+    res, state = run(snapshot((PUBLIC, {"onprem-t4": 2})), observation(fresh("public-recs", 70, {"onprem-t4": 2})), state, T0 + 5)
+    out = res.outcomes["shop/public-recs"]
+    assert out.targets == {"onprem-t4": 2, "aws-spot-l4": 2}  # ceil(70 x 1.05 / 20) = 4; t4 holds 2 two-GPU replicas
+    assert "aws-spot-l4" in out.message and "private pool onprem-t4 full" in out.message
+    assert out.observed and out.observed_reason == "MetricsFresh"
+    assert res.solver in ("milp", "greedy")
+
+
+def test_restricted_model_never_gets_a_public_pool_even_under_pressure() -> None:
+    state = ControllerState()
+    snap = snapshot((RESTRICTED, {"onprem-a100": 1}), capacity={**CAPACITY, "onprem-a100": 2})
+    res, _ = run(snap, observation(fresh("account-recs", 500, {"onprem-a100": 1})), state, T0)
+    out = res.outcomes["shop/account-recs"]
+    assert {p for p, n in out.targets.items() if n} == {"onprem-a100"}
+    assert out.targets["onprem-a100"] == 2 and out.shortfall > 0 and out.reason == "capacity"
+
+
+def test_prometheus_down_holds_everything_and_reports_it_once() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 2, "aws-spot-l4": 2}), (RESTRICTED, {"onprem-a100": 1}))
+    state = ControllerState()
+    res, state = run(snap, None, state, T0, error="ConnectError: refused")
+    for out in res.outcomes.values():
+        assert not out.changed and out.direction == "hold"
+        assert out.targets == dict(next(s.current for s in snap.models if s.key == out.key))
+        assert out.observed_reason == "PrometheusUnavailable" and out.newly_unobserved
+        assert out.slo_status() is None  # SLOAtRisk keeps its last verdict
+    assert res.solver is None
+    res, state = run(snap, None, state, T0 + 5, error="ConnectError: refused")
+    assert not any(o.newly_unobserved for o in res.outcomes.values())
+    # Back: fresh data resumes control; the first round after the outage says so.
+    res, state = run(snap, observation(fresh("public-recs", 70, {"onprem-t4": 2, "aws-spot-l4": 2}),
+                                       fresh("account-recs", 5, {"onprem-a100": 1})), state, T0 + 10)
+    assert all(o.observed and o.newly_observed for o in res.outcomes.values())
+    assert res.outcomes["shop/public-recs"].targets == {"onprem-t4": 2, "aws-spot-l4": 2}
+
+
+def test_stale_model_keeps_its_gpus_even_when_a_more_sensitive_model_wants_them() -> None:
+    private_only = rmd("internal-recs", "confidential", gpus=2, forbid=("onprem-a100",))
+    snap = snapshot((PUBLIC, {"onprem-t4": 2}), (private_only, {"onprem-t4": 0}), capacity={**CAPACITY, "onprem-t4": 4})
+    obs = observation(fresh("public-recs", 0, {"onprem-t4": 2}, state=DataState.STALE), fresh("internal-recs", 60, {}))
+    res, _ = run(snap, obs, ControllerState(), T0)
+    public = res.outcomes["shop/public-recs"]
+    assert public.targets["onprem-t4"] == 2 and not public.changed
+    assert not public.observed and public.observed_reason == "MetricsStale"
+    assert res.outcomes["shop/internal-recs"].shortfall > 0  # it waits rather than taking held GPUs
+
+
+def test_restart_starts_from_what_runs_and_waits_a_full_window_before_scaling_down() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 2, "aws-spot-l4": 2}))
+    idle = observation(fresh("public-recs", 1, {"onprem-t4": 2, "aws-spot-l4": 2}))
+    state = ControllerState()  # a restarted operator knows nothing
+    for t in (0, 5, 10, 15):
+        res, state = run(snap, idle, state, T0 + t)
+        assert not res.outcomes["shop/public-recs"].changed, t
+    res, state = run(snap, idle, state, T0 + 21)  # stabilisation 20 s after the seeded recommendation
+    out = res.outcomes["shop/public-recs"]
+    assert out.direction == "down" and out.targets["aws-spot-l4"] == 0 and out.targets["onprem-t4"] == 1  # public first
+
+
+def test_missing_request_rate_is_not_zero_demand() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 2}))
+    no_rate = ModelObservation("shop", "public-recs", DataState.MISSING, "no metrics yet", request_rate=MISSING)
+    res, _ = run(snap, observation(no_rate), ControllerState(), T0 + 100)
+    out = res.outcomes["shop/public-recs"]
+    assert not out.changed and out.observed_reason == "MetricsMissing" and out.demand_rps is None
+
+
+def test_spend_accrues_at_the_cost_of_what_runs() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 2, "aws-spot-l4": 1}))
+    obs = observation(fresh("public-recs", 50, {"onprem-t4": 2, "aws-spot-l4": 1}))
+    res, state = run(snap, obs, ControllerState(), T0)
+    acc = res.outcomes["shop/public-recs"].accounting
+    assert acc.cost_per_hour == pytest.approx(2 * 2 * 0.35 + 1 * 2 * 1.20)
+    assert acc.spend_delta == 0
+    assert acc.hour_utilization == pytest.approx(acc.cost_per_hour / 50)
+    assert acc.cost_per_1k == pytest.approx(acc.cost_per_hour / (50 * 3.6))
+    res, state = run(snap, obs, state, T0 + 1800)
+    assert res.outcomes["shop/public-recs"].accounting.spend_delta == pytest.approx(acc.cost_per_hour / 2)
+
+
+def test_metrics_are_set_each_round_and_stale_label_sets_go() -> None:
+    pub = MetricsPublisher()
+    snap = snapshot((PUBLIC, {"onprem-t4": 2}))
+    res, state = run(snap, observation(fresh("public-recs", 30, {"onprem-t4": 2})), ControllerState(), T0)
+    pub.publish(res, snap)
+    get = m.REGISTRY.get_sample_value
+    assert get("hybridrec_observed", {"namespace": "shop", "model": "public-recs", "reason": "MetricsFresh"}) == 1
+    assert get("hybridrec_demand_rps", {"namespace": "shop", "model": "public-recs"}) == pytest.approx(30)
+    assert get("hybridrec_slo_p95_seconds", {"namespace": "shop", "model": "public-recs"}) == pytest.approx(0.05)
+    assert get("hybridrec_slo_attained", {"namespace": "shop", "model": "public-recs"}) == 1
+    assert get("hybridrec_budget", {"namespace": "shop", "model": "public-recs", "window": "hour", "currency": "USD"}) == 50
+    solves = get("hybridrec_allocator_solve_seconds_count", {"solver": res.solver})
+    assert solves and solves >= 1
+    res, state = run(snap, None, state, T0 + 5, error="down")
+    pub.publish(res, snap)
+    assert get("hybridrec_observed", {"namespace": "shop", "model": "public-recs", "reason": "MetricsFresh"}) is None
+    assert get("hybridrec_observed", {"namespace": "shop", "model": "public-recs", "reason": "PrometheusUnavailable"}) == 0
+    assert get("hybridrec_demand_rps", {"namespace": "shop", "model": "public-recs"}) is None  # unknown, not 0
+    held = get("hybridrec_decisions_total", {"namespace": "shop", "model": "public-recs", "direction": "hold", "reason": "no-data"})
+    assert held == 1
+    pub.publish(RoundResult(T0 + 10, {}, None, 0.0), snapshot())  # the model was deleted
+    assert get("hybridrec_observed", {"namespace": "shop", "model": "public-recs", "reason": "PrometheusUnavailable"}) is None
+    assert get("hybridrec_decisions_total", {"namespace": "shop", "model": "public-recs", "direction": "hold", "reason": "no-data"}) is None
+
+
+def test_build_snapshot_reads_deployments_per_pool() -> None:
+    deps = [
+        {"metadata": {"namespace": "shop", "labels": {"hybridrec.io/model": "public-recs", "hybridrec.io/pool": "onprem-t4"}},
+         "spec": {"replicas": 2}, "status": {"readyReplicas": 1}},
+        {"metadata": {"namespace": "shop", "labels": {"hybridrec.io/model": "public-recs", "hybridrec.io/pool": "aws-spot-l4"}},
+         "spec": {"replicas": 1}, "status": {}},
+        {"metadata": {"namespace": "other", "labels": {"hybridrec.io/model": "public-recs", "hybridrec.io/pool": "onprem-t4"}},
+         "spec": {"replicas": 5}},
+    ]
+    invalid = {"metadata": {"name": "bad", "namespace": "shop"}, "spec": {"dataSensitivity": "secret"}}
+    snap = build_snapshot([PUBLIC, invalid], POOLS, deps, CAPACITY)
+    assert [s.key for s in snap.models] == ["shop/public-recs"]
+    assert snap.models[0].current == {"onprem-t4": 2, "aws-spot-l4": 1}
+    assert snap.models[0].ready == {"onprem-t4": 1, "aws-spot-l4": 0}
+    assert snap.expected_pools() == {("shop", "public-recs"): ["aws-spot-l4", "onprem-t4"]}
+
+
+def test_events_and_observed_condition() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 1}))
+    res, state = run(snap, observation(fresh("public-recs", 30, {"onprem-t4": 1})), ControllerState(), T0)
+    out = res.outcomes["shop/public-recs"]
+    assert events_for(out) == [("Normal", "Scaling", out.message)]
+    conds = observed_condition_patch([], out, 1, __import__("datetime").datetime(2024, 1, 1))
+    assert conds is not None and conds[0]["type"] == "Observed" and conds[0]["status"] == "True"
+    assert observed_condition_patch(conds, out, 1, __import__("datetime").datetime(2024, 1, 2)) is None  # no write in steady state
+    res, state = run(snap, None, state, T0 + 5, error="down")
+    down = res.outcomes["shop/public-recs"]
+    assert events_for(down) == [("Warning", "MetricsUnavailable", down.observed_message)]
+    new = observed_condition_patch(conds, down, 1, __import__("datetime").datetime(2024, 1, 3))
+    assert new is not None and new[0]["status"] == "False" and new[0]["reason"] == "PrometheusUnavailable"
+
+
+def test_config_from_env() -> None:
+    assert not ControllerConfig.from_env({}).enabled
+    cfg = ControllerConfig.from_env({"HYBRIDREC_PROMETHEUS_URL": "http://127.0.0.1:9090", "HYBRIDREC_CONTROL_INTERVAL_SECONDS": "5"})
+    assert cfg.enabled and cfg.interval_s == 5 and cfg.window_s == 10
+    with pytest.raises(ValueError):
+        ControllerConfig.from_env({"HYBRIDREC_CONTROL_INTERVAL_SECONDS": "soon"})
