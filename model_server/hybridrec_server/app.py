@@ -245,8 +245,12 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
     app.state.is_ready = is_ready
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
+    async def handle_error(_: Request, exc: Exception) -> Response:
+        # async on purpose: Starlette runs sync handlers in a thread pool, too slow for 429s under overload
+        return _error_response(exc)
+
     for exc_type in (*_HANDLED, Exception):
-        app.add_exception_handler(exc_type, lambda _req, exc: _error_response(exc))  # type: ignore[arg-type]
+        app.add_exception_handler(exc_type, handle_error)
 
     def require_ready() -> None:
         if not model.ready:

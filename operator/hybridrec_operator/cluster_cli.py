@@ -13,8 +13,10 @@ import typer
 
 from hybridrec_operator.localcluster import DEFAULT_WORKDIR, ClusterError, LocalCluster
 
-cluster_app = typer.Typer(help="Local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok fake GPU nodes).",
-                          no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="Local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok fake GPU nodes).",
+    no_args_is_help=True,
+)
 
 WorkdirOpt = Annotated[Optional[Path], typer.Option("--workdir", help=f"State directory [default: {DEFAULT_WORKDIR}]")]
 

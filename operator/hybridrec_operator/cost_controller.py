@@ -800,6 +800,8 @@ async def start_cost_controller(memo: kopf.Memo, **_: Any) -> None:
     finally:
         api.close()
     handlers.CONTROLLER_TARGETS.update(seeded)
+    # httpx logs every request at INFO: a dozen Prometheus queries per round would drown the operator's log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     CONTROLLER = CostController(config)
     memo["cost_controller_task"] = asyncio.create_task(control_loop(CONTROLLER), name="hybridrec-cost-controller")
     log.info("cost controller on: Prometheus %s, every %.0f s, %d models resumed from the cluster",

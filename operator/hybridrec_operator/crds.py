@@ -138,9 +138,6 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     props["apiVersion"] = {"type": "string"}
     props["kind"] = {"type": "string"}
     props["metadata"] = {"type": "object"}
-    for name in ("apiVersion", "kind", "metadata"):
-        if name in props and isinstance(props[name], dict):
-            props[name].pop("default", None)
     return schema
 
 

@@ -799,12 +799,14 @@ class _Services:
 
 
 class StepHandle:
-    """Lets a step update its progress line."""
+    """Lets a step update its progress line; the last note is printed when the step is done."""
 
     def __init__(self, progress: Any, task: Any) -> None:
         self._progress, self._task = progress, task
+        self.info = ""
 
     def note(self, text: str) -> None:
+        self.info = text
         self._progress.update(self._task, info=text)
 
     def total(self, total: float) -> None:
@@ -816,10 +818,6 @@ class StepHandle:
     def completed(self, n: float) -> None:
         self._progress.update(self._task, completed=n)
 
-    def finish(self) -> None:
-        task = next(t for t in self._progress.tasks if t.id == self._task)
-        total = task.total or 1
-        self._progress.update(self._task, total=total, completed=total)
 
 
 class _EpochHandler(logging.Handler):
@@ -833,6 +831,80 @@ class _EpochHandler(logging.Handler):
         msg = record.getMessage()
         if msg.startswith("epoch "):
             self._on_epoch(msg)
+
+
+class _Training(threading.Thread):
+    """Trains (or builds) one artifact per architecture in the background; the demo joins it before pushing."""
+
+    def __init__(self, archs: Sequence[str], out_dir: Path, train: bool, epochs: int) -> None:
+        super().__init__(name="demo-training", daemon=True)
+        self.archs, self.out_dir, self.train, self.epochs = list(archs), out_dir, train, epochs
+        self.results: dict[str, tuple[Path, Mapping[str, Any]]] = {}
+        self.messages: list[str] = []  # printed when the demo reaches the training step, to keep the story in order
+        self.epochs_done = 0
+        self.last_line = ""
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.seconds = 0.0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs * len(self.archs)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            for arch in self.archs:
+                self.results[arch] = self._one(arch)
+                self.epochs_done = self.epochs * (self.archs.index(arch) + 1)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by the training step
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - started
+            self.done.set()
+
+    def _on_epoch(self, arch: str, msg: str) -> None:
+        self.epochs_done += 1
+        self.last_line = f"{arch}: {msg}"
+
+    def _one(self, arch: str) -> tuple[Path, Mapping[str, Any]]:
+        from hybridrec_server.data import DatasetNotFoundError
+        from hybridrec_server.testing import make_small_artifact
+
+        out = self.out_dir / arch
+        shutil.rmtree(out, ignore_errors=True)
+        if not self.train:
+            self.messages.append(f"  --no-train: serving a small random-initialised {arch} model (MovieLens 100K shape)")
+            return make_small_artifact(out, arch, version=f"{arch}-small-demo"), {}
+        try:
+            return self._train(arch, out)
+        except DatasetNotFoundError as exc:
+            self.messages.append(f"[yellow]  MovieLens 100K is not installed ({exc}); serving a small random-initialised "
+                                 f"{arch} model instead. `make install` installs the dataset.[/yellow]")
+            return make_small_artifact(out, arch, version=f"{arch}-small-demo"), {}
+
+    def _train(self, arch: str, out: Path) -> tuple[Path, Mapping[str, Any]]:
+        import torch
+
+        from hybridrec_server.train import format_report, train_and_evaluate
+
+        handler = _EpochHandler(lambda msg: self._on_epoch(arch, msg))
+        train_log = logging.getLogger("hybridrec_server.train")
+        train_log.addHandler(handler)
+        old_level = train_log.level
+        train_log.setLevel(logging.INFO)
+        threads = torch.get_num_threads()
+        # The control plane and Prometheus share the cores: one CPU thread trains ~5x faster here than OpenMP
+        # threads spinning against them (a GPU, when present, is picked by the trainer regardless).
+        torch.set_num_threads(1)
+        try:
+            path, metrics = train_and_evaluate(arch, epochs=self.epochs, out_dir=out, seed=0, version=f"{arch}-ml100k-demo")
+        finally:
+            torch.set_num_threads(threads)
+            train_log.removeHandler(handler)
+            train_log.setLevel(old_level)
+        self.messages.append(f"  trained {format_report(metrics)}")
+        return path, metrics
 
 
 class _Terminate(BaseException):
@@ -877,8 +949,8 @@ class Demo:
         self.workdir = options.workdir.expanduser().resolve()
         self.cluster = LocalCluster(self.workdir / "cluster", die_with_parent=False, progress=self._cluster_progress)
         self.services = _Services(runner_dir=self.workdir / "podrunner")
-        self._progress: Any = None
         self._cluster_step: StepHandle | None = None
+        self._training: _Training | None = None
         self.artifacts: dict[str, Artifact] = {}
         self.timeline: Timeline | None = None
         self.load: LoadGenerator | None = None
@@ -913,30 +985,24 @@ class Demo:
         self.console.print(f"[dim]Stopped {len(stopped)} process(es).[/dim]")
 
     def _run(self) -> Path:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
         c = self.console
         c.rule("[bold]hybridrec demo[/bold]")
         c.print("hybridrec places PyTorch recommendation models on private and public GPU pools by [bold]data "
                 "sensitivity[/bold] and [bold]price[/bold], and a cost controller steers replicas by demand, SLO and "
                 "budget. This demo runs all of it on this machine and plays one compressed day of traffic.\n")
-        with Progress(SpinnerColumn(finished_text="[green]✓[/green]"), TextColumn("{task.description}"),
-                      BarColumn(bar_width=24), TextColumn("[dim]{task.fields[info]}[/dim]"), TimeElapsedColumn(),
-                      console=c, transient=False) as progress:
-            self._progress = progress
-            self._step_checks()
-            self._step_cluster()
-            c.print(EXPLAIN["cluster"])
-            self._step_s3()
-            self._step_models()
-            self._step_prometheus()
-            self._step_install()
-            self._step_operator()
-            self._step_pod_runner()
-            self._step_apply()
-            c.print(EXPLAIN["models"])
-            self._step_first_replicas()
-        self._progress = None
+        self._step_checks()
+        self._start_training()
+        self._step_cluster()
+        c.print(EXPLAIN["cluster"])
+        self._step_s3()
+        self._step_prometheus()
+        self._step_install()
+        self._step_operator()
+        self._step_pod_runner()
+        self._step_models()
+        self._step_apply()
+        c.print(EXPLAIN["models"])
+        self._step_first_replicas()
         sale = self.scenario.sale
         if sale is not None:
             c.print(EXPLAIN["sale"].format(window=f"{clock(sale.start_hour)}-{clock(sale.end_hour)}",
@@ -947,19 +1013,31 @@ class Demo:
     # ---- steps ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def step(self, title: str, hint: str = "", total: float | None = None) -> Iterator[StepHandle]:
-        """A progress line for a long step; any error becomes a DemoError naming the step and what to do."""
-        progress = self._progress
-        task = progress.add_task(title, total=total, info="")
-        handle = StepHandle(progress, task)
-        try:
-            yield handle
-        except (DemoError, KeyboardInterrupt, _Terminate):
-            progress.update(task, description=f"[red]{title}[/red]")
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure is reported with the step's name and a hint
-            progress.update(task, description=f"[red]{title}[/red]")
-            raise DemoError(title, f"{type(exc).__name__}: {exc}", hint) from exc
-        handle.finish()
+        """A progress line while a long step runs, then one line saying it is done (so the output reads in order);
+        any error becomes a DemoError naming the step and what to do."""
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        started = time.monotonic()
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+                      TextColumn("[dim]{task.fields[info]}[/dim]"), TimeElapsedColumn(), console=self.console,
+                      transient=True, disable=not self.console.is_terminal) as progress:
+            task = progress.add_task(title, total=total, info="")
+            handle = StepHandle(progress, task)
+            try:
+                yield handle
+            except (DemoError, KeyboardInterrupt, _Terminate):
+                progress.stop()
+                self.console.print(f"[red]✗ {title}[/red]")
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is reported with the step's name and a hint
+                progress.stop()
+                self.console.print(f"[red]✗ {title}[/red]")
+                raise DemoError(title, f"{type(exc).__name__}: {exc}", hint) from exc
+        from rich.markup import escape
+
+        info = handle.info
+        self.console.print(f"[green]✓[/green] {title} [dim]({time.monotonic() - started:.1f} s)"
+                           f"{' ' + escape(info) if info else ''}[/dim]")
 
     def _wait(self, step: str, what: str, check: Callable[[], bool], timeout: float, hint: str,
               alive: Callable[[], None] | None = None) -> None:
@@ -1062,56 +1140,38 @@ class Demo:
             s3_client(self.services.s3_url).create_bucket(Bucket=ARTIFACT_BUCKET)
             h.note(self.services.s3_url)
 
-    def _train(self, arch: str, h: StepHandle) -> tuple[Path, Mapping[str, Any]]:
-        from hybridrec_server.data import DatasetNotFoundError
-        from hybridrec_server.testing import make_small_artifact
-        from hybridrec_server.train import format_report, train_and_evaluate
+    def _architectures(self) -> list[str]:
+        return sorted({(d.get("spec", {}).get("model", {}) or {}).get("architecture", "two-tower") for d in _docs(MODELS_FILE)})
 
-        out = self.workdir / "artifacts" / arch
-        shutil.rmtree(out, ignore_errors=True)
-        if self.opts.train:
-            handler = _EpochHandler(lambda msg: (h.advance(), h.note(f"{arch}: {msg}")))
-            train_log = logging.getLogger("hybridrec_server.train")
-            train_log.addHandler(handler)
-            old_level = train_log.level
-            train_log.setLevel(logging.INFO)
-            import torch
-
-            threads = torch.get_num_threads()
-            # The control plane and Prometheus share the cores: one CPU thread trains ~5x faster here than
-            # OpenMP threads spinning against them (a GPU, when present, is picked by the trainer regardless).
-            torch.set_num_threads(1)
-            try:
-                path, metrics = train_and_evaluate(arch, epochs=self.opts.epochs, out_dir=out, seed=0,
-                                                   version=f"{arch}-ml100k-demo")
-                self.console.print(f"  trained {format_report(metrics)}", highlight=False)
-                return path, metrics
-            except DatasetNotFoundError as exc:
-                self.console.print(f"[yellow]  MovieLens 100K is not installed ({exc}); serving a small random-initialised "
-                                   f"{arch} model instead. `make install` installs the dataset.[/yellow]")
-            finally:
-                torch.set_num_threads(threads)
-                train_log.removeHandler(handler)
-                train_log.setLevel(old_level)
-        else:
-            self.console.print(f"  --no-train: serving a small random-initialised {arch} model (same shape as MovieLens 100K)")
-        h.advance(self.opts.epochs)
-        return make_small_artifact(out, arch, version=f"{arch}-small-demo"), {}
+    def _start_training(self) -> None:
+        """Train in a background thread while the cluster and services start (they mostly wait; training computes)."""
+        self._training = _Training(self._architectures(), self.workdir / "artifacts", self.opts.train, self.opts.epochs)
+        self._training.start()
 
     def _step_models(self) -> None:
         from hybridrec_server.artifacts import push
 
-        archs = sorted({(d.get("spec", {}).get("model", {}) or {}).get("architecture", "two-tower") for d in _docs(MODELS_FILE)})
-        title = f"Training {' and '.join(archs)} on MovieLens 100K ({self.opts.epochs} epochs max)" if self.opts.train \
-            else "Building small models"
-        with self.step(title, "`make install` installs torch and the dataset", total=self.opts.epochs * len(archs)) as h:
-            for arch in archs:
-                path, metrics = self._train(arch, h)
+        training = self._training
+        assert training is not None
+        what = " and ".join(training.archs)
+        title = (f"Training {what} on MovieLens 100K ({self.opts.epochs} epoch{'s' if self.opts.epochs > 1 else ''} max)"
+                 if self.opts.train else f"Building small {what} models")
+        with self.step(title, "`make install` installs torch and the dataset", total=training.total_epochs) as h:
+            while not training.done.wait(0.2):
+                h.completed(training.epochs_done)
+                h.note(training.last_line)
+            h.completed(training.total_epochs)
+            if training.error is not None:
+                raise training.error
+            for line in training.messages:
+                self.console.print(line, highlight=False)
+            for arch, (path, metrics) in training.results.items():
                 uri = f"s3://{ARTIFACT_BUCKET}/{arch}/"
                 sha = push(path, uri, endpoint_url=self.services.s3_url)
                 version = json.loads((path / "config.json").read_text()).get("version", "") if (path / "config.json").exists() else ""
                 self.artifacts[arch] = Artifact(uri=uri, sha256=sha, architecture=arch, version=str(version)[:63], metrics=metrics)
-                h.note(f"pushed {uri} (sha256 {sha[:12]}...)")
+            h.note(f"{training.seconds:.0f} s in the background while the services started; pushed to "
+                   + ", ".join(a.uri for a in self.artifacts.values()))
 
     def _step_prometheus(self) -> None:
         from hybridrec_operator.promlocal import OPERATOR_TARGETS, write_json_atomically
@@ -1272,7 +1332,8 @@ class Demo:
         window = f"{max(10, int(4 * 2))}s"
         p95 = prom_vector(self._query(client, PROM_P95.format(w=window)), ("namespace", "model"))
         cost = prom_vector(self._query(client, PROM_COST), ("namespace", "model", "pool"))
-        load = self.load.snapshot(window_s=max(5.0, 2 * sc.sample_seconds))
+        # Served rate over about half a simulated hour: short enough to follow the curve, long enough to be smooth.
+        load = self.load.snapshot(window_s=min(5.0, max(2.0, 0.5 * sc.seconds_per_sim_hour)))
         self.timeline.samples.append(build_sample(t, sim, self.timeline.models, rmds, pods, p95, cost, load))
         self.timeline.decisions.extend(new_decisions(t, sim, rmds, events, seen))
 

@@ -7,6 +7,7 @@ everything the demo started before the command returns.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -43,7 +44,8 @@ def run(
 
     from hybridrec_operator.demo import Demo, DemoError, DemoOptions, ScenarioError, _Terminate
 
-    console = Console()
+    # Logs and CI are not terminals: a wider fixed width keeps the plain status lines readable there.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     options = DemoOptions(workdir=workdir, output=output, scenario_file=scenario, duration_seconds=duration_seconds,
                           train=train, epochs=epochs, s3_port=s3_port, prometheus_port=prometheus_port, keep=keep,
                           live=live)

@@ -1025,6 +1025,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     # No per-object persistence: without change-detecting handlers kopf writes nothing to our objects, and the
     # events we post ourselves carry the reasons (kopf's own would add a write per handler run).
     settings.posting.enabled = False
+    if not log.isEnabledFor(logging.DEBUG):
+        # kopf logs every event-handler call at INFO ("Handler ... succeeded"): thousands of lines at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

@@ -139,9 +139,9 @@ class Kube:
                 content_type: str = "application/json") -> dict[str, Any]:
         """One REST call; returns the decoded JSON body, raises ``ApiException`` on any non-2xx answer."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        payload = json.dumps(body) if body is not None and not isinstance(body, (str, bytes)) else body
+        # The REST layer JSON-encodes dict bodies for JSON and (JSON being YAML) apply-patch+yaml content types.
         req = self.api.param_serialize(method=method, resource_path=path, query_params=list((query or {}).items()),
-                                       header_params=headers, body=payload, auth_settings=["BearerToken"])
+                                       header_params=headers, body=body, auth_settings=["BearerToken"])
         resp = self.api.call_api(*req, _request_timeout=self.timeout)
         resp.read()
         if not 200 <= resp.status <= 299:
@@ -152,7 +152,6 @@ class Kube:
         """Server-side apply ``obj`` as field manager ``hybridrec``, taking over conflicting fields (force)."""
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        # JSON is YAML, so the apply-patch+yaml content type takes the JSON document unchanged.
         return self.request("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
                             query={"fieldManager": self.field_manager, "force": "true"})
 

@@ -45,6 +45,7 @@ REQUIRED_BINARIES = (*CONTROL_PLANE, "kubectl")
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 CLUSTER_NAME = "hybridrec"
 STATE_VERSION = 1
 
@@ -146,54 +147,58 @@ def descendants(pid: int, children: Mapping[int, list[int]]) -> list[int]:
     return out
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """PIDs of all live descendants of ``pid`` (children, grandchildren, ...)."""
+    return descendants(pid, _children_map())
+
+
 def _pid_running(pid: int) -> bool:
     stat = _proc_stat(pid)
     return stat is not None and stat[2] != "Z"
 
 
 def stop_processes(records: Sequence[ProcessRecord], grace: float = 10.0) -> list[str]:
-    """SIGTERM the recorded processes and all their descendants, SIGKILL what is left after ``grace`` seconds.
+    """Stop the recorded processes in reverse start order, each with all its descendants.
 
+    One at a time, because a process often needs the ones started before it to shut down cleanly (the API server
+    stalls for seconds when etcd is already gone). SIGTERM first, SIGKILL after ``grace`` seconds.
     Returns the names of the recorded processes that were running.
     """
     live = [r for r in records if r.alive()]
-    children = _children_map()
-    targets: set[int] = set()
-    for rec in live:
-        targets.add(rec.pid)
-        targets.update(descendants(rec.pid, children))
     for rec in reversed(live):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(rec.pid) == rec.pid:  # started with start_new_session: it leads its own group
-                os.killpg(rec.pid, signal.SIGTERM)
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_pid_running(p) for p in targets):
-        _reap_children()
-        time.sleep(0.05)
-    for pid in targets:
-        if _pid_running(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(_pid_running(p) for p in targets):
-        _reap_children()
-        time.sleep(0.05)
-    _reap_children()
+        _stop_tree(rec, grace)
     return [r.name for r in live]
 
 
+def _stop_tree(rec: ProcessRecord, grace: float) -> None:
+    targets = {rec.pid, *descendants(rec.pid, _children_map())}
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(rec.pid) == rec.pid:  # started with start_new_session: it leads its own process group
+            os.killpg(rec.pid, signal.SIGTERM)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in targets:
+            if _pid_running(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_pid_running(p) for p in targets):
+            _reap_children()
+            time.sleep(0.05)
+        if not any(_pid_running(p) for p in targets):
+            break
+    _reap_children()
+
+
+# Popen objects of every process start_process launched from this Python process, by PID: polling them reaps
+# zombies without os.waitpid(-1), which would steal exit statuses from other code's subprocesses.
+_OUR_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap_children() -> None:
-    """Collect exit statuses of our own dead children, so they do not linger as zombies."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    """Reap our own dead children (poll() records their exit status), so they do not linger as zombies."""
+    for pid, proc in list(_OUR_CHILDREN.items()):
+        if proc.poll() is not None:
+            del _OUR_CHILDREN[pid]
 
 
 def tail(path: Path | str, lines: int = 25) -> str:
@@ -271,39 +276,43 @@ def ensure_pki(pki_dir: Path) -> Pki:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     pki = Pki(pki_dir)
-    names = ["ca", "apiserver", *CLIENT_CERTS]
+    names = ["ca", "apiserver", "front-proxy-ca", "front-proxy-client", *CLIENT_CERTS]
     if all(pki.crt(n).exists() and pki.key(n).exists() for n in names) and pki.sa_key.exists() and pki.sa_pub.exists():
         return pki
     pki_dir.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
 
     def write_key(path: Path, key: Any) -> None:
-        path.write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
         path.chmod(0o600)
 
     def subject(cn: str, orgs: Sequence[str] = ()) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
                          + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = subject("hybridrec-local-ca")
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    def make_ca(cn: str) -> tuple[Any, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = subject(cn)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return key, cert
 
-    def issue(name: str, cn: str, orgs: Sequence[str], *, server: bool) -> None:
+    def issue(name: str, cn: str, orgs: Sequence[str], ca: tuple[Any, x509.Certificate], *, server: bool) -> None:
+        ca_key, ca_cert = ca
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
-            x509.CertificateBuilder().subject_name(subject(cn, orgs)).issuer_name(ca_name).public_key(key.public_key())
+            x509.CertificateBuilder().subject_name(subject(cn, orgs)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -323,17 +332,26 @@ def ensure_pki(pki_dir: Path) -> Pki:
         write_key(pki.key(name), key)
         pki.crt(name).write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
 
-    issue("apiserver", "kube-apiserver", (), server=True)
+    def write_ca(name: str, ca: tuple[Any, x509.Certificate]) -> None:
+        write_key(pki.key(name), ca[0])
+        pki.crt(name).write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
+
+    ca = make_ca("hybridrec-local-ca")
+    issue("apiserver", "kube-apiserver", (), ca, server=True)
     for name, (cn, orgs) in CLIENT_CERTS.items():
-        issue(name, cn, orgs, server=False)
+        issue(name, cn, orgs, ca, server=False)
+    # A separate CA for the aggregation layer's request-header authentication (kubeadm does the same): a client
+    # certificate from the main CA must never be able to assert X-Remote-User.
+    front_proxy_ca = make_ca("hybridrec-front-proxy-ca")
+    write_ca("front-proxy-ca", front_proxy_ca)
+    issue("front-proxy-client", FRONT_PROXY_CLIENT, (), front_proxy_ca, server=False)
     # RSA for ServiceAccount tokens (RS256), the algorithm every client library verifies.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write_key(pki.sa_key, sa_key)
     pki.sa_pub.write_bytes(sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
     # The CA goes last: its presence marks a complete PKI for the reuse check above.
-    write_key(pki.key("ca"), ca_key)
-    pki.crt("ca").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    write_ca("ca", ca)
     return pki
 
 
@@ -425,7 +443,6 @@ class LocalCluster:
         self.die_with_parent = die_with_parent
         self._progress = progress
         self._fixed_ports = dict(ports or {})
-        self._popens: list[subprocess.Popen[bytes]] = []
 
     # ---- paths ------------------------------------------------------------------------------------------------
     @property
@@ -524,7 +541,7 @@ class LocalCluster:
                                         preexec_fn=_die_with_parent_hook if die_with_parent else None)
             except OSError as exc:
                 raise ClusterError(f"cannot start {name} ({args[0]}): {exc}") from exc
-        self._popens.append(proc)
+        _OUR_CHILDREN[proc.pid] = proc
         stat = _proc_stat(proc.pid)
         record = ProcessRecord(name=name, pid=proc.pid, start_ticks=stat[3] if stat else 0, argv=args,
                                log=str(log), control_plane=_control_plane)
@@ -636,7 +653,10 @@ class LocalCluster:
             self._wait_ready(name, lambda url=url, ctx=ctx: self._probe(url, ctx), deadline, timeout, progress)
 
         nodes = CONFIG_DIR / "nodes.yaml"
-        self.kubectl("apply", "-f", str(nodes))
+        try:
+            self.kubectl("apply", "-f", str(nodes))
+        except KubectlError as exc:
+            raise ClusterError(f"could not create the fake nodes from {nodes}: {exc}") from exc
         expected = _node_names(nodes)
         self._wait_ready("kwok", lambda: self._nodes_ready(server, expected), deadline, timeout, progress,
                          what=f"{len(expected)} fake nodes Ready")
@@ -675,7 +695,8 @@ class LocalCluster:
         except (urllib.error.URLError, OSError, ValueError):
             return False
         ready = {n["metadata"]["name"] for n in items
-                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+                 if any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in n.get("status", {}).get("conditions", []))}
         return expected <= ready
 
     def _default_sa_exists(self, server: str) -> bool:
@@ -716,6 +737,14 @@ class LocalCluster:
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
+                # Aggregation layer (metrics/custom-metrics APIs); also lets the controller-manager and scheduler
+                # find a complete extension-apiserver-authentication ConfigMap for their delegated authn.
+                f"--requestheader-client-ca-file={pki.crt('front-proxy-ca')}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.crt('front-proxy-client')}",
+                f"--proxy-client-key-file={pki.key('front-proxy-client')}",
                 # Added to the default admission chain (which includes ValidatingAdmissionPolicy, GA since 1.30).
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
@@ -764,10 +793,7 @@ class LocalCluster:
             services = [p for p in state.processes if not p.control_plane]
             control = [p for p in state.processes if p.control_plane]
             stopped = stop_processes(services, grace) + stop_processes(control, grace)
-            for proc in self._popens:
-                with contextlib.suppress(Exception):
-                    proc.wait(timeout=0.1)
-            self._popens.clear()
+            _reap_children()
             self.state_file.unlink(missing_ok=True)
             shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
         if not quiet:

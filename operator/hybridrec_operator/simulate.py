@@ -369,6 +369,7 @@ class PolicyResult:
     minutes: np.ndarray
     cost_per_hour: np.ndarray  # per minute
     replicas: dict[str, np.ndarray]  # per model, per minute (pods, starting included)
+    slo_violation_by_model: dict[str, int] = field(default_factory=dict)
 
 
 def _sensitive_ok(rmd: RecModelDeployment, pool: ComputePool) -> bool:
@@ -437,6 +438,7 @@ def run_policy(
         minutes=trace.minutes,
         cost_per_hour=cost_per_hour,
         replicas=replicas,
+        slo_violation_by_model={name: int(v.sum()) for name, v in violated.items()},
     )
 
 

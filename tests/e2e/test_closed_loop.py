@@ -121,10 +121,10 @@ class Recorder(threading.Thread):
         self.timeline: list[tuple[float, dict[str, int]]] = []
         self.violations: list[str] = []
         self.errors = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.timeline.append((time.monotonic(), self.cluster.replicas(PUBLIC)))
                 bad = self.cluster.public_pods(RESTRICTED)
@@ -132,14 +132,15 @@ class Recorder(threading.Thread):
                     self.violations.append(f"{time.strftime('%H:%M:%S')}: restricted pods on public nodes: {bad}")
             except Exception:  # noqa: BLE001 - a slow API answer must not end the recording
                 self.errors += 1
-            self._stop.wait(0.5)
+            self._halt.wait(0.5)
 
     def latest(self) -> dict[str, int]:
         return self.timeline[-1][1] if self.timeline else {}
 
     def stop(self) -> None:
-        self._stop.set()
-        self.join(5)
+        self._halt.set()
+        if self.is_alive():
+            self.join(5)
 
 
 def test_closed_loop(
@@ -172,7 +173,7 @@ def test_closed_loop(
         recorder.start()
 
         # 2. A paced ramp: 8 -> 70 RPS over 60 s, then held. 70 RPS x 1.05 / 20 per replica = 4+ replicas > the 2 of t4.
-        load = PacedLoad(pod_runner.state_dir / "servers.json", f"{NS}/{PUBLIC}", ramp(8, 70, RAMP_S, hold=300), 400,
+        load = PacedLoad(pod_runner.state_dir / "servers.json", f"{NS}/{PUBLIC}", ramp(8, 70, RAMP_S, hold_s=300), 400,
                          max_inflight=128, unknown_user_every=25).start()
         eventually(lambda: recorder.latest() == {"onprem-t4": 2}, 60, 0.5, "scale-up on the private pool first")
         eventually(lambda: recorder.latest().get("aws-spot-l4", 0) >= 1, 120, 0.5, "burst to aws-spot-l4")

@@ -48,7 +48,8 @@ def _processes_mentioning(text: str) -> list[str]:
         except OSError:
             continue
         if text.encode() in blob:
-            found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes().replace(b'\\0', b' ').decode(errors='replace')[:160]}")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{entry.name}: {cmdline[:160]}")
     return found
 
 

@@ -4,7 +4,6 @@ discovers them with pool/model labels and counts exactly the requests the client
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,14 @@ def server_pids(runner: PodRunnerProcess) -> set[int]:
     return pids
 
 
+def alive(pid: int) -> bool:
+    """Running (not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def ours(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [g for g in groups if g["labels"]["namespace"] == NAMESPACE]
 
@@ -95,7 +102,8 @@ def test_scaling_a_deployment_starts_and_stops_real_servers(
         eventually(lambda: len(pod_runner.servers().get(key, [])) == 1 and len(ours(pod_runner.targets())) == 1, 60, 0.5, "one server")
         eventually(lambda: len(server_pids(pod_runner)) == 1, 30, 0.5, "the removed server's process gone")
         gone = before - server_pids(pod_runner)
-        assert len(gone) == 1 and not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in gone)
+        assert len(gone) == 1
+        eventually(lambda: not any(alive(pid) for pid in gone), 10, 0.2, "the stopped server reaped")
         apply(0)
         eventually(lambda: not pod_runner.servers().get(key) and not server_pids(pod_runner), 60, 0.5, "no servers")
         eventually(lambda: not prom_query(prometheus.url, f'up{{namespace="{NAMESPACE}"}}'), 20, 0.5, "targets dropped from Prometheus")

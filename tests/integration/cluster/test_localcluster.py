@@ -19,8 +19,7 @@ from hybridrec_operator.localcluster import (
     BUILD_COMMAND,
     ClusterError,
     LocalCluster,
-    descendants,
-    _children_map,
+    descendant_pids,
 )
 
 # pool -> (nodes, GPUs per node, tenancy, capacity type or None, GPU model)
@@ -361,7 +360,7 @@ def test_cli_cluster_runs_detached_is_reused_and_down_stops_everything(tmp_path:
 
         # A service with children of its own, as the demo's pod runner has.
         svc = cluster.start_process("sleeper", ["sh", "-c", "sleep 300 & sleep 300 & wait"], die_with_parent=True)
-        grandchildren = wait_for(lambda: len(d := descendants(svc.pid, _children_map())) == 2 and d, 10, "children")
+        grandchildren = wait_for(lambda: len(d := descendant_pids(svc.pid)) == 2 and d, 10, "children")
         assert cluster.kubectl("get", "nodes", "-o", "name").stdout.count("node/") == 9
     finally:
         down = subprocess.run([*cli, "down", "--workdir", str(workdir)], capture_output=True, text=True, timeout=60)
@@ -370,6 +369,7 @@ def test_cli_cluster_runs_detached_is_reused_and_down_stops_everything(tmp_path:
     assert _processes_mentioning(str(workdir)) == []
     assert not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in [*before.values(), *grandchildren])
     assert subprocess.run([*cli, "status", "--workdir", str(workdir)], capture_output=True).returncode == 1
+    assert svc.wait(timeout=5) != 0  # terminated by a signal, reaped here
 
 
 def _not_zombie(pid: int) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -119,3 +122,41 @@ def test_env_points_at_the_workdir_kubeconfig(tmp_path: Path) -> None:
 def test_status_of_an_empty_workdir_is_not_running(tmp_path: Path) -> None:
     status = LocalCluster(tmp_path).status()
     assert not status.running and status.processes == [] and status.server == ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_sleeper_from_a_child_python(workdir: Path, die: bool) -> int:
+    """A short-lived Python process starts `sleep` through LocalCluster.start_process and exits; returns sleep's PID."""
+    code = (
+        "import sys; from hybridrec_operator.localcluster import LocalCluster\n"
+        f"p = LocalCluster({str(workdir)!r}).start_process('sleeper', ['sleep', '60'], die_with_parent={die})\n"
+        "print(p.pid)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    return int(out.stdout)
+
+
+def test_die_with_parent_stops_children_when_their_starter_exits(tmp_path: Path) -> None:
+    pid = _start_sleeper_from_a_child_python(tmp_path, die=True)
+    deadline = time.monotonic() + 5
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
+
+
+def test_detached_children_outlive_their_starter_until_down(tmp_path: Path) -> None:
+    pid = _start_sleeper_from_a_child_python(tmp_path, die=False)
+    try:
+        time.sleep(0.3)
+        assert _running(pid)
+        assert [p.pid for p in LocalCluster(tmp_path).status().processes if p.alive] == [pid]
+    finally:
+        stopped = LocalCluster(tmp_path, progress=lambda _: None).down()
+    assert stopped == ["sleeper"]
+    assert not _running(pid)

@@ -1,174 +1,28 @@
 """Fixtures for the operator against the real local control plane (API server, scheduler, controller-manager, kwok).
 
-One operator process (``python -m hybridrec_operator.operator_cli run --standalone``) serves the whole package;
+One operator process (``python -m hybridrec_operator.operator_cli run --standalone``) serves each test module;
 tests that need it stopped or replaced (kill -9, peering, RBAC) stop it and the next test gets it back. Its log
 goes to a temp file whose tail is attached to the report of any failing test.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from operator_harness import OPERATORS, ROOT, SAMPLES, Kube, OperatorProcess, wait_for
 
-from hybridrec_operator.localcluster import LocalCluster, free_ports, tail
-
-ROOT = Path(__file__).resolve().parents[3]
-SAMPLES = ROOT / "manifests" / "samples"
-BAD_CRS = ROOT / "tests" / "unit" / "operator" / "bad_crs"
-MANAGED = "app.kubernetes.io/managed-by=hybridrec"
-OPERATORS: list[OperatorProcess] = []
-
-# Short clocks so the suite stays fast; the defaults are for real clusters.
-FAST_ENV = {
-    "HYBRIDREC_RESYNC_SECONDS": "15",
-    "HYBRIDREC_PENDING_GRACE_SECONDS": "5",
-    "HYBRIDREC_POOL_STATUS_DELAY": "0.3",
-    "HYBRIDREC_PEERING_LIFETIME": "6",
-}
+from hybridrec_operator.localcluster import LocalCluster, tail
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.3) -> Any:
-    """Poll until ``predicate`` returns something truthy (and return it); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
-        time.sleep(interval)
-
-
-class OperatorProcess:
-    """An operator subprocess with its own log file and metrics port."""
-
-    def __init__(self, cluster: LocalCluster, log_dir: Path, name: str, args: list[str],
-                 env: dict[str, str] | None = None) -> None:
-        self.cluster, self.name, self.args = cluster, name, args
-        self.env = {**FAST_ENV, **cluster.env(), **(env or {})}
-        self.log = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = 0
-        OPERATORS.append(self)
-
-    def start(self) -> OperatorProcess:
-        self.metrics_port = free_ports(1)[0]
-        argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", *self.args,
-                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
-        self.proc = self.cluster.start_process(self.name, argv, env=self.env, log_path=self.log, die_with_parent=True)
-        wait_for(lambda: "hybridrec operator started" in self.log.read_text(errors="replace") or self.exited(),
-                 60, f"{self.name} to start")
-        if self.exited():
-            pytest.fail(f"{self.name} exited at start-up:\n{tail(self.log, 40)}")
-        return self
-
-    def exited(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-    def kill9(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-class Kube:
-    """kubectl-based helpers for the tests (what a person would type)."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl(*args, input=input, check=check)
-
-    def get(self, kind: str, name: str | None = None, namespace: str | None = None, selector: str | None = None) -> Any:
-        args = ["get", kind, "-o", "json"]
-        if name:
-            args.insert(2, name)
-        if namespace:
-            args += ["-n", namespace]
-        if selector:
-            args += ["-l", selector]
-        proc = self(*args, check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr:
-                return None
-            raise AssertionError(proc.stderr)
-        return json.loads(proc.stdout)
-
-    def items(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
-        return (self.get(kind, namespace=namespace, selector=selector) or {}).get("items", [])
-
-    def apply(self, docs: list[dict[str, Any]] | str, namespace: str | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
-        text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs)
-        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
-        return self(*args, input=text, check=check)
-
-    def condition(self, rmd: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-        for cond in ((rmd or {}).get("status") or {}).get("conditions") or []:
-            if cond.get("type") == type_:
-                return cond
-        return {}
-
-
-def load_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def sample_models(namespace: str, *names: str) -> list[dict[str, Any]]:
-    """Sample RecModelDeployments (all or ``names``) moved into ``namespace``."""
-    docs = [d for d in load_docs(SAMPLES / "models.yaml") if d.get("kind") == "RecModelDeployment"]
-    picked = [d for d in docs if not names or d["metadata"]["name"] in names]
-    for doc in picked:
-        doc["metadata"]["namespace"] = namespace
-    return picked
-
-
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def kube(cluster: LocalCluster) -> Kube:
     return Kube(cluster)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def installed(kube: Kube) -> Kube:
     """CRDs, the kopf peering CRDs, the sample pools and the admission policy, installed once."""
     kube("apply", "-f", str(ROOT / "manifests" / "crds"))
@@ -180,12 +34,12 @@ def installed(kube: Kube) -> Kube:
     return kube
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def operator_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("operator-logs")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def shared_operator(installed: Kube, cluster: LocalCluster, operator_log_dir: Path) -> Iterator[OperatorProcess]:
     op = OperatorProcess(cluster, operator_log_dir, "operator", ["--standalone"])
     op.start()
@@ -209,17 +63,11 @@ def namespace(installed: Kube) -> Iterator[str]:
     wait_for(lambda: installed.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
     yield name
     installed("delete", "rmd", "--all", "-n", name, "--wait=false", check=False)
-    installed("delete", "pods", "--all", "-n", name, "--wait=false", check=False)
+    # Children go with their model through the garbage collector, which may not watch the CRD yet in a young
+    # cluster: delete them directly too, so the next test finds the GPUs free.
+    installed("delete", "deployments,pods", "--all", "-n", name, "--wait=false", check=False)
     wait_for(lambda: not installed.items("pods", name), 60, f"pods in {name} to be gone")
     installed("delete", "namespace", name, "--wait=false", check=False)
-
-
-def rmd_ready(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    rmd = kube.get("rmd", name, namespace)
-    if rmd and kube.condition(rmd, "Ready").get("status") == "True" and \
-            (rmd.get("status") or {}).get("observedGeneration") == rmd["metadata"]["generation"]:
-        return rmd
-    return None
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import BAD_CRS, MANAGED, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
+from operator_harness import BAD_CRS, MANAGED, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -166,8 +166,9 @@ def test_deleting_the_model_garbage_collects_its_children(operator: OperatorProc
     kube.apply(sample_models(namespace, "trending"))
     wait_for(lambda: rmd_ready(kube, namespace, "trending"), 90, "trending Ready")
     kube("delete", "rmd", "trending", "-n", namespace)
+    # The garbage collector (controller-manager) does it; in a young cluster it first has to discover the CRD.
     for kind in ("deployments", "services", "pdb", "pods"):
-        wait_for(lambda kind=kind: not kube.items(kind, namespace, "hybridrec.io/model=trending"), 60, f"{kind} gone")
+        wait_for(lambda kind=kind: not kube.items(kind, namespace, "hybridrec.io/model=trending"), 120, f"{kind} gone")
 
 
 def test_bad_crs_are_refused_at_apply_with_readable_messages(installed: Kube) -> None:

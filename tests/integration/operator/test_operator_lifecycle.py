@@ -11,7 +11,7 @@ import yaml
 
 from hybridrec_operator.localcluster import LocalCluster
 
-from .conftest import MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
+from operator_harness import MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
 
 pytestmark = pytest.mark.cluster
 

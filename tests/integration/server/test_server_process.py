@@ -118,7 +118,7 @@ def test_tampered_s3_artifact_is_never_served(s3: S3, tmp_path: Path) -> None:
 def test_sigterm_drains_inflight_requests_and_exits_zero(tmp_path: Path) -> None:
     artifact = make_small_artifact(tmp_path / "m")
     # a long batch window keeps requests in flight while SIGTERM arrives
-    srv = ServerProcess(str(artifact), env={"HYBRIDREC_MAX_BATCH_DELAY_MS": "1500", "HYBRIDREC_MAX_BATCH_SIZE": "64"})
+    srv = ServerProcess(str(artifact), env={"HYBRIDREC_MAX_BATCH_DELAY_MS": "4000", "HYBRIDREC_MAX_BATCH_SIZE": "64"})
     n = 12
     results: list[int | str] = []
     lock = threading.Lock()

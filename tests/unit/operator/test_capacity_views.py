@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybridrec_operator.api import ComputePool, parse_pool, parse_rmd
 from hybridrec_operator.capacity import (
@@ -169,3 +171,50 @@ def test_helpers() -> None:
 @pytest.mark.parametrize("quantity", ["1", 1, "1.0"])
 def test_quantities(quantity: Any) -> None:
     assert pod_gpus({"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": quantity}}}]}}, "nvidia.com/gpu") == 1
+
+
+# ------------------------------------------------------------------------------------------ properties
+
+NODE_NAMES = [n["metadata"]["name"] for n in sample_nodes()]
+POOL_NAMES = [p.name for p in sample_pools()]
+MODELS = ["a", "b", "c"]
+
+
+NODE_GPUS = {n["metadata"]["name"]: int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in sample_nodes()}
+POOLS, NODES = sample_pools(), sample_nodes()
+
+
+@st.composite
+def pods_strategy(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Pods as a scheduler leaves them: bound only to a node of their pool with room, else Pending."""
+    room = dict(NODE_GPUS)
+    pods = []
+    for i in range(draw(st.integers(0, 14))):
+        model = draw(st.sampled_from(MODELS + [None]))
+        pool = draw(st.sampled_from(POOL_NAMES)) if model else None
+        gpus = draw(st.integers(1, 4))
+        node = None
+        if draw(st.booleans()):
+            fits = [n for n in NODE_NAMES if (pool is None or n.startswith(pool + "-")) and room[n] >= gpus]
+            node = draw(st.sampled_from(fits)) if fits else None
+        phase = draw(st.sampled_from(["Running", "Running", "Succeeded"]))
+        if node and phase == "Running":
+            room[node] -= gpus
+        pods.append(pod(f"p{i}", model, pool, gpus, node, phase=phase))
+    return pods
+
+
+@settings(max_examples=150, deadline=None)
+@given(pods=pods_strategy(), model=st.sampled_from(MODELS), gpus=st.integers(1, 4))
+def test_views_never_offer_more_than_quota_or_nodes(pods: list[dict[str, Any]], model: str, gpus: int) -> None:
+    pools, nodes = POOLS, NODES
+    mine = f"default/{model}"
+    others = [p for p in pods if (p["metadata"]["labels"].get("hybridrec.io/model") != model) and p["status"]["phase"] != "Succeeded"]
+    for view in views_for_model(mine, gpus, pools, nodes, pods):
+        pool = next(p for p in pools if p.name == view.name)
+        quota_used = sum(pod_gpus(p, "nvidia.com/gpu") for p in others if p["metadata"]["labels"].get("hybridrec.io/pool") == pool.name)
+        on_nodes = sum(pod_gpus(p, "nvidia.com/gpu") for p in others if str(p["spec"].get("nodeName", "")).startswith(pool.name + "-"))
+        allocatable = pool_usage([pool], nodes, [])[pool.name].allocatable_gpus
+        assert 0 <= view.free_gpus <= max(0, pool.spec.max_gpus - quota_used)
+        assert view.free_gpus <= max(0, allocatable - on_nodes)
+        assert view.replica_slots is not None and 0 <= view.replica_slots * gpus <= view.free_gpus
