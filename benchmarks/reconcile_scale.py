@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -161,9 +160,25 @@ class PlacedWatch(threading.Thread):
                     return
 
 
-def probe(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-        return json.loads(resp.read())["reconciler"]
+OPERATOR_WRITES = {  # (verb, resource, subresource) that only the operator issues in this benchmark
+    ("APPLY", "deployments", ""), ("APPLY", "services", ""), ("APPLY", "poddisruptionbudgets", ""),
+    ("DELETE", "deployments", ""), ("PATCH", "recmodeldeployments", "status"), ("PATCH", "computepools", "status"),
+}
+
+
+def operator_writes(cluster: LocalCluster) -> int:
+    """The operator's API writes, counted by the API server (apiserver_request_total) plus the events it posted."""
+    text = kubectl(cluster, "get", "--raw", "/metrics").stdout
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.rindex("}")].split(","))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if (labels.get("verb"), labels.get("resource"), labels.get("subresource", "")) in OPERATOR_WRITES:
+            total += float(line.rsplit(" ", 1)[1])
+    events = cluster.api_get(f"/api/v1/namespaces/{NAMESPACE}/events")["items"]
+    return int(total) + sum(1 for e in events if e.get("reportingComponent") == "hybridrec-operator")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -201,12 +216,11 @@ def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
                          and any(c["type"] == "Ready" and c["status"] == "True" for c in x["status"].get("conditions", []))) == nodes,
              120, "bench nodes Ready")
 
-        metrics_port, health_port = free_ports(2)
+        [metrics_port] = free_ports(1)
         env = {**cluster.env(), "HYBRIDREC_RESYNC_SECONDS": "20"}
         log = workdir / "operator.log"
         proc = cluster.start_process("operator", [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", "--standalone",
-                                                  "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1",
-                                                  "--liveness", f"http://127.0.0.1:{health_port}/healthz"],
+                                                  "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1"],
                                      env=env, log_path=log, die_with_parent=True)
         wait(lambda: "hybridrec operator started" in log.read_text(), 60, "operator start")
         wait(lambda: (cluster.api_get("/apis/hybridrec.io/v1alpha1/computepools/bench").get("status") or {}).get("allocatableGpus")
@@ -221,7 +235,7 @@ def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
         time.sleep(2)
 
         # hybridrec: N RecModelDeployments until every one is Placed.
-        writes_before = probe(health_port)["writes"]
+        writes_before = operator_writes(cluster)
         watcher = PlacedWatch(cluster)
         watcher.start()
         time.sleep(1)
@@ -229,12 +243,13 @@ def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
         create = timed_create(cluster, models(n), workdir, "models")
         wait(lambda: len(watcher.placed) >= n, 900, "all models Placed", 0.1)
         placed = max(watcher.placed.values()) - start
-        writes_placed = probe(health_port)["writes"] - writes_before
+        writes_placed = operator_writes(cluster) - writes_before
         wait(lambda: len(watcher.ready) >= n, 900, "all models Ready", 0.5)
         ready = max(watcher.ready.values()) - start
-        writes_ready = probe(health_port)["writes"] - writes_before
+        time.sleep(3)  # let the last readiness status patches land
+        writes_ready = operator_writes(cluster) - writes_before
         time.sleep(25)  # one resync period with nothing changing
-        writes_idle = probe(health_port)["writes"] - writes_before - writes_ready
+        writes_idle = operator_writes(cluster) - writes_before - writes_ready
         rss = peak_rss_mb(proc.pid)
         watcher.stop = True
         per_model = sorted(t - start for t in watcher.placed.values())

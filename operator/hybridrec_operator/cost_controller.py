@@ -52,6 +52,9 @@ from hybridrec_operator.planner import AllocatorMemory, ModelAllocation, ModelSt
 log = logging.getLogger("hybridrec.cost_controller")
 
 TRIGGER = "cost-controller"
+# A new server's counters need two scrapes before rate() answers, so a model whose metrics were fresh may miss one
+# round while a replica starts. It holds that round; Observed turns False only when the gap lasts longer.
+MISSING_GRACE_ROUNDS = 2
 OBSERVED = "Observed"
 MODEL_LABEL = "hybridrec.io/model"
 POOL_LABEL = "hybridrec.io/pool"
@@ -175,7 +178,8 @@ class ModelMemory:
     capacity: CapacityModel
     spend: SpendTracker
     history: deque[Sample] = field(default_factory=deque)
-    observed: bool | None = None  # the last round's verdict (None: never judged)
+    observed: bool | None = None  # the last round's reported verdict (None: never judged)
+    missing_rounds: int = 0  # consecutive rounds held for MetricsMissing while still reported as observed
 
 
 @dataclass
@@ -309,6 +313,19 @@ def judge(obs: ModelObservation | None, error: str | None) -> tuple[bool, str, s
     return False, reason, f"{obs.reason}; holding the last allocation"
 
 
+def _with_grace(verdict: tuple[bool, str, str], mem: ModelMemory) -> tuple[bool, str, str]:
+    """The verdict to report: a short MetricsMissing gap after fresh rounds still counts as observed (the round
+    holds all the same); Prometheus down or stale samples are reported at once."""
+    ok, reason, message = verdict
+    if ok:
+        mem.missing_rounds = 0
+        return verdict
+    if reason == "MetricsMissing" and mem.observed and mem.missing_rounds < MISSING_GRACE_ROUNDS:
+        mem.missing_rounds += 1
+        return True, "MetricsFresh", f"holding this round: {message.split(';')[0]}"
+    return verdict
+
+
 def category(alloc: ModelAllocation, p95_ms: float | None, slo_ms: float, pinned: bool, observed: bool) -> str:
     """Low-cardinality reason label of the decisions metric."""
     if pinned:
@@ -404,12 +421,14 @@ def plan_round(
             startups = [p.spec.startup_seconds for p in admitted_pools(spec, pools)]
             to_cover = demand_to_cover(list(mem.history), spec.scaling.schedule, now,
                                        lead_seconds(startups, config.interval_s), config.interval_s)
+        holding = not verdict[0]
+        verdict = _with_grace(verdict, mem)
         facts[snap.key] = (verdict, demand, to_cover, p95_ms)
         model_states.append(
             ModelState(
                 key=snap.key,
                 spec=spec,
-                demand_rps=to_cover if verdict[0] else None,  # None: the allocator holds this model and its GPUs
+                demand_rps=None if holding else to_cover,  # None: the allocator holds this model and its GPUs
                 rps_per_replica=mem.capacity.rps_per_replica,
                 current=dict(snap.current),
                 pinned=spec.replicas,
@@ -452,7 +471,7 @@ def plan_round(
             rps_per_replica=ms.rps_per_replica,
             wanted=alloc.wanted,
             shortfall=alloc.shortfall,
-            slo_at_risk=alloc.slo_at_risk if observed else None,
+            slo_at_risk=alloc.slo_at_risk if demand is not None else None,
             budget_limited=alloc.budget_limited,
             newly_unobserved=(mem.observed is not False) and not observed,
             newly_observed=(mem.observed is False) and observed,
@@ -676,11 +695,15 @@ class CostController:
         through the queue if that fails (a conflicting write, say)."""
         from hybridrec_operator import handlers
 
-        try:
-            await handlers.reconcile_model(key, trigger=TRIGGER)
-        except Exception as exc:  # noqa: BLE001 - the queue retries with backoff
-            log.info("%s: direct re-plan failed (%s); queued", key, exc)
-            handlers.request_replan(key, trigger=TRIGGER)
+        for attempt in range(3):
+            try:
+                await handlers.reconcile_model(key, trigger=TRIGGER)
+                return
+            except Exception as exc:  # noqa: BLE001 - conflicts with a concurrent status write are routine
+                error = exc
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.info("%s: direct re-plan failed (%s); queued", key, str(error).splitlines()[0])
+        handlers.request_replan(key, trigger=TRIGGER)
 
     def seed_targets(self, snapshot: ClusterSnapshot) -> None:
         """Make what runs the controller's target, so the handlers keep it until the first decision."""

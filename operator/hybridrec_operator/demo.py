@@ -89,6 +89,7 @@ class ModelTraffic:
     peak_rps: float
     target_rps_per_replica: float | None = None
     budget_per_hour: float | None = None  # USD; becomes spec.budget.maxPerHour
+    max_replicas: int | None = None  # becomes spec.scaling.maxReplicas
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,8 @@ def parse_scenario(doc: Mapping[str, Any]) -> Scenario:
             raise ScenarioError(f"{where}.peakRps must be >= nightRps")
         target = _num(m, "targetRpsPerReplica", where, minimum=0.01) if m.get("targetRpsPerReplica") is not None else None
         budget = _num(m, "budgetPerHour", where) if m.get("budgetPerHour") is not None else None
-        models.append(ModelTraffic(name, night, peak, target, budget))
+        max_replicas = int(_num(m, "maxReplicas", where, minimum=1)) if m.get("maxReplicas") is not None else None
+        models.append(ModelTraffic(name, night, peak, target, budget, max_replicas))
     if not models:
         raise ScenarioError("models must list at least one model")
     sale = None
@@ -351,6 +353,9 @@ def render_models(models: Sequence[Mapping[str, Any]], scenario: Scenario,
         traffic = next((m for m in scenario.models if m.name == name), None)
         if traffic is not None and traffic.target_rps_per_replica is not None:
             scaling["targetRpsPerReplica"] = traffic.target_rps_per_replica
+        if traffic is not None and traffic.max_replicas is not None:
+            scaling["maxReplicas"] = traffic.max_replicas
+            scaling["minReplicas"] = min(int(scaling.get("minReplicas", 1)), traffic.max_replicas)
         if traffic is not None and traffic.budget_per_hour is not None:
             spec["budget"] = {**(spec.get("budget") or {}), "maxPerHour": traffic.budget_per_hour, "currency": "USD"}
         spec.setdefault("scaling", {}).pop("schedule", None)
@@ -1114,16 +1119,24 @@ class Demo:
         return self.cluster.start_process(name, argv, env={**S3_ENV, **(env or {})}, log_path=log_path,
                                           die_with_parent=False)
 
-    def _alive(self, name: str, step: str) -> Callable[[], None]:
-        """A check that raises a DemoError with the log tail when the named service has exited."""
-        from hybridrec_operator.localcluster import tail
+    def _alive(self, step: str, *names: str, control_plane: bool = False) -> Callable[[], None]:
+        """A check that raises a DemoError with the log tail when a named service (or the control plane) exited."""
+        from hybridrec_operator.localcluster import CONTROL_PLANE, tail
 
         def check() -> None:
-            rec = next((p for p in reversed(self.cluster._read_state().processes) if p.name == name), None)
-            if rec is None or not rec.alive():
-                raise DemoError(step, f"{name} exited. Last lines of {self.services.names.get(name)}:\n"
-                                      f"{tail(self.services.names.get(name, ''), 15)}",
-                                f"read {self.services.names.get(name)}")
+            status = self.cluster.status()
+            latest = {p.name: p for p in status.processes}  # the last record of a name wins
+            for name in names:
+                proc = latest.get(name)
+                if proc is None or not proc.alive:
+                    log_path = self.services.names.get(name, "")
+                    raise DemoError(step, f"{name} exited. Last lines of {log_path}:\n{tail(log_path, 15)}",
+                                    f"read {log_path}")
+            # Process liveness only: a slow /readyz on a busy machine is not a reason to stop the demo.
+            down = [n for n in CONTROL_PLANE if control_plane and (n not in latest or not latest[n].alive)]
+            if down:
+                raise DemoError(step, f"the local control plane stopped: {', '.join(down)} exited",
+                                f"look at the logs in {self.cluster.log_dir}")
         return check
 
     def _step_s3(self) -> None:
@@ -1133,7 +1146,7 @@ class Demo:
             self.services.s3_url = f"http://127.0.0.1:{port}"
             self._start("s3", [_executable("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)])
             self._wait(title, f"moto_server on {self.services.s3_url}", lambda: _http_ok(self.services.s3_url), 45,
-                       f"read {self.services.names['s3']}", self._alive("s3", title))
+                       f"read {self.services.names['s3']}", self._alive(title, "s3"))
             os.environ.update(S3_ENV)  # boto3 in this process (artifact push) uses the same throwaway credentials
             from hybridrec_server.artifacts import s3_client
 
@@ -1192,7 +1205,7 @@ class Demo:
             self._wait(title, f"Prometheus on {self.services.prometheus_url}",
                        lambda: _http_ok(f"{self.services.prometheus_url}/-/ready"), 60,
                        f"read {self.services.names['prometheus']} and {prom_dir / 'prometheus.log'}",
-                       self._alive("prometheus", title))
+                       self._alive(title, "prometheus"))
             h.note(self.services.prometheus_url)
 
     def _step_install(self) -> None:
@@ -1243,7 +1256,7 @@ class Demo:
                              "AWS_ENDPOINT_URL": self.services.s3_url})
             self._wait(title, f"operator metrics on {self.services.operator_metrics}",
                        lambda: _http_ok(f"http://{self.services.operator_metrics}/metrics"), 90,
-                       f"read {self.services.names['operator']}", self._alive("operator", title))
+                       f"read {self.services.names['operator']}", self._alive(title, "operator"))
             h.note(f"metrics on {self.services.operator_metrics}")
 
     def _step_pod_runner(self) -> None:
@@ -1256,7 +1269,7 @@ class Demo:
             from hybridrec_operator.podrunner import SERVERS_FILE
 
             self._wait(title, "the pod runner's first servers.json", lambda: (self.services.runner_dir / SERVERS_FILE).exists(),
-                       60, f"read {self.services.names['pod-runner']}", self._alive("pod-runner", title))
+                       60, f"read {self.services.names['pod-runner']}", self._alive(title, "pod-runner"))
             h.note(str(self.services.runner_dir))
 
     def _step_apply(self) -> None:
@@ -1295,12 +1308,9 @@ class Demo:
                 h.completed(n)
                 return n == len(models)
 
-            def alive() -> None:
-                for name in ("operator", "pod-runner", "prometheus", "s3"):
-                    self._alive(name, title)()
-
             self._wait(title, "one ready server per model", check, 240,
-                       f"look at {self.workdir / 'logs'} and {self.services.runner_dir / 'logs'}", alive)
+                       f"look at {self.workdir / 'logs'} and {self.services.runner_dir / 'logs'}",
+                       self._alive(title, "operator", "pod-runner", "prometheus", "s3", control_plane=True))
 
     # ---- traffic -------------------------------------------------------------------------------------------
     def _declare_sale(self, traffic_start: dt.datetime) -> None:
@@ -1356,7 +1366,7 @@ class Demo:
         seen: set[str] = set()
         live_mode = self.opts.live if self.opts.live is not None else c.is_terminal
         step = "playing the day of traffic"
-        checks = [self._alive(n, step) for n in ("operator", "pod-runner", "prometheus", "s3")]
+        alive = self._alive(step, "operator", "pod-runner", "prometheus", "s3", control_plane=True)
         last_line = -1.0
         failures = 0
         with httpx.Client(timeout=3.0, trust_env=False) as client, contextlib.ExitStack() as stack:
@@ -1364,8 +1374,7 @@ class Demo:
                                             transient=False)) if live_mode else None
             while True:
                 tick = time.monotonic()
-                for check in checks:
-                    check()
+                alive()
                 if self.load.error is not None:
                     raise DemoError(step, f"the load generator failed: {self.load.error!r}")
                 try:

@@ -285,6 +285,11 @@ def first_public_replica_hour(timeline: Timeline, model: str) -> float | None:
     return next((s.sim_hour for s in timeline.samples if tenancy_replicas(timeline, s, model)[1] > 0), None)
 
 
+def last_public_replica_hour(timeline: Timeline, model: str) -> float | None:
+    """Simulated hour of the last observation with a public replica of ``model``, or None."""
+    return next((s.sim_hour for s in reversed(timeline.samples) if tenancy_replicas(timeline, s, model)[1] > 0), None)
+
+
 def summary_lines(timeline: Timeline) -> list[str]:
     """Plain sentences for the terminal and the report: what happened and what it cost."""
     cur = timeline.currency
@@ -314,7 +319,13 @@ def summary_lines(timeline: Timeline) -> list[str]:
         inside = max_public_replicas(timeline, sale.model, during_sale=True)
         outside = max_public_replicas(timeline, sale.model, during_sale=False)
         first = first_public_replica_hour(timeline, sale.model)
-        when = f", first public replica at {clock(first)}" if first is not None else ""
+        last = last_public_replica_hour(timeline, sale.model)
+        when = ""
+        if first is not None and last is not None:
+            lead = sale.start_hour - first
+            when = (f"; public replicas from {clock(first)}"
+                    + (f" ({lead * 60:.0f} simulated minutes before the sale)" if lead > 0 else "")
+                    + f" to {clock(last)}")
         lines.append(
             f"Flash sale {clock(sale.start_hour)}-{clock(sale.end_hour)} (x{sale.multiplier:g}) on {sale.model}: "
             f"up to {inside} public replica(s) during the sale, {outside} outside it{when}."

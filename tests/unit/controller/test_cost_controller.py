@@ -224,3 +224,18 @@ def test_config_from_env() -> None:
     assert cfg.enabled and cfg.interval_s == 5 and cfg.window_s == 10
     with pytest.raises(ValueError):
         ControllerConfig.from_env({"HYBRIDREC_CONTROL_INTERVAL_SECONDS": "soon"})
+
+
+def test_a_short_gap_without_a_rate_holds_quietly_a_longer_one_is_reported() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 2}))
+    gap = ModelObservation("shop", "public-recs", DataState.MISSING, "request rate not computable yet for pool(s) aws-spot-l4")
+    res, state = run(snap, observation(fresh("public-recs", 30, {"onprem-t4": 2})), ControllerState(), T0)
+    res, state = run(snap, observation(gap), state, T0 + 5)
+    out = res.outcomes["shop/public-recs"]
+    assert out.observed and not out.changed and out.demand_rps is None  # held, but a new replica is no outage
+    assert out.slo_status() is None and events_for(out) == []
+    res, state = run(snap, observation(gap), state, T0 + 10)
+    assert res.outcomes["shop/public-recs"].observed
+    res, state = run(snap, observation(gap), state, T0 + 15)
+    out = res.outcomes["shop/public-recs"]
+    assert not out.observed and out.observed_reason == "MetricsMissing" and out.newly_unobserved

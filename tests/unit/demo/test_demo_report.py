@@ -163,3 +163,13 @@ def test_write_report_handles_a_timeline_without_samples(tmp_path: Path) -> None
     html = write_report(tl, tmp_path).read_text()
     assert "The operator recorded no decisions" in html
     assert all((tmp_path / p).exists() for p in PLOTS.values())
+
+
+def test_summary_says_how_long_before_the_sale_public_capacity_was_there() -> None:
+    tl = make_timeline()
+    assert "public replicas from 12:00 to 14:00" in next(line for line in summary_lines(tl) if line.startswith("Flash sale"))
+    pre = next(s for s in tl.samples if s.sim_hour == 11.0)  # pre-scaled one simulated hour ahead
+    pre.models["homepage-recs"].replicas_by_pool["aws-spot-l4"] = 2
+    line = next(line for line in summary_lines(tl) if line.startswith("Flash sale"))
+    assert "public replicas from 11:00 (60 simulated minutes before the sale) to 14:00" in line
+    assert "2 outside it" in line

@@ -162,6 +162,9 @@ def test_rendered_samples_are_valid_resources_with_the_demo_overrides() -> None:
             assert rmd.spec.scaling.target_rps_per_replica == traffic.target_rps_per_replica
         if traffic.budget_per_hour is not None:
             assert rmd.spec.budget is not None and rmd.spec.budget.max_per_hour == traffic.budget_per_hour
+        if traffic.max_replicas is not None:
+            assert rmd.spec.scaling.max_replicas == traffic.max_replicas
+        assert rmd.spec.scaling.scale_down_stabilization_seconds == sc.scale_down_stabilization_s
         assert rmd.spec.scaling.schedule == []  # declared when the traffic starts
 
 
