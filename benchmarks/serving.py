@@ -609,12 +609,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per rate step")
     parser.add_argument("--budget-s", type=float, default=90.0, help="max seconds of load per system")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--render-only", type=Path, help="re-render the report from a saved results.json")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.cmd == "loadgen":
         return loadgen_main(args)
     if args.cmd == "ray-serve":
         return ray_main(args)
+    if args.render_only:
+        results = json.loads(args.render_only.read_text())
+        results["meta"].setdefault("started", "(time not recorded)")
+        args.out.write_text(render(results, args))
+        print(args.out.read_text())
+        return 0
     return orchestrate(args)
 
 

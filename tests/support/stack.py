@@ -94,6 +94,15 @@ def prom_query(url: str, expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
+def prom_metric_names(url: str, match: str, since_s: float) -> set[str]:
+    """Names of the metrics matching ``match`` that have samples in the last ``since_s`` seconds."""
+    now = time.time()
+    resp = httpx.get(f"{url}/api/v1/label/__name__/values", params={"match[]": match, "start": f"{now - since_s:.3f}", "end": f"{now:.3f}"},
+                     timeout=5.0)
+    resp.raise_for_status()
+    return set(resp.json()["data"])
+
+
 def prom_scalar(url: str, expr: str) -> float | None:
     """The single value of an instant query, or None when it returns nothing."""
     result = prom_query(url, expr)
