@@ -12,7 +12,7 @@ What is compared (on the same embedded control plane, one after the other):
 
 Both runs create pods that the real scheduler binds to kwok nodes of a dedicated "bench" pool (ceil(N/8) nodes x
 8 GPUs, the cheapest pool, so every model fits). Also reported: the operator's peak RSS (VmHWM), its API writes
-(from its liveness probe) and whether a resync after everything settled writes anything (it must not).
+(counted by the API server) and whether a resync after everything settled writes anything (it must not).
 Results go to benchmarks/results/reconcile_scale.md (small markdown; the raw numbers as a JSON block in it).
 """
 
@@ -69,18 +69,18 @@ def bench_pool(gpus: int) -> dict[str, Any]:
     }
 
 
-def models(n: int) -> list[dict[str, Any]]:
+def models(n: int, replicas: int = 1) -> list[dict[str, Any]]:
     return [{
         "apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment",
         "metadata": {"name": f"model-{i:04d}", "namespace": NAMESPACE},
         "spec": {"model": {"uri": f"s3://hybridrec-models/model-{i:04d}/", "architecture": "two-tower"},
                  "dataSensitivity": ["public", "internal", "confidential", "restricted"][i % 4],
                  "resources": {"gpus": 1, "cpu": "100m", "memory": "256Mi"},
-                 "scaling": {"minReplicas": 1, "maxReplicas": 4}},
+                 "replicas": replicas, "scaling": {"minReplicas": 0, "maxReplicas": 4}},
     } for i in range(n)]
 
 
-def plain_deployments(n: int) -> list[dict[str, Any]]:
+def plain_deployments(n: int, replicas: int = 1) -> list[dict[str, Any]]:
     """What a person would write by hand for the same pods (no operator)."""
     out = []
     for i in range(n):
@@ -88,7 +88,7 @@ def plain_deployments(n: int) -> list[dict[str, Any]]:
         out.append({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": f"plain-{i:04d}", "namespace": NAMESPACE, "labels": labels},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
                 "metadata": {"labels": labels},
                 "spec": {"nodeSelector": {"hybridrec.io/pool": "bench"},
                          "containers": [{"name": "server", "image": "ghcr.io/hybridrec/server:0.1.0",
@@ -199,7 +199,7 @@ def machine() -> dict[str, str]:
             "kernel": platform.release(), "python": platform.python_version(), "kopf": getattr(kopf, "__version__", "?")}
 
 
-def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
+def run(n: int, replicas: int, workdir: Path) -> dict[str, Any]:
     cluster = LocalCluster(workdir / "cluster", die_with_parent=True)
     cluster.check_binaries()
     cluster.up(timeout=300)
@@ -228,9 +228,9 @@ def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
         time.sleep(2)
 
         # Floor: kubectl creating N plain Deployments.
-        floor = timed_create(cluster, plain_deployments(n), workdir, "deployments")
-        wait(lambda: count(cluster, f"/api/v1/namespaces/{NAMESPACE}/pods?fieldSelector=status.phase=Running") == n, 600,
-             "plain pods Running", 1.0)
+        floor = timed_create(cluster, plain_deployments(n, replicas), workdir, "deployments")
+        wait(lambda: count(cluster, f"/api/v1/namespaces/{NAMESPACE}/pods?fieldSelector=status.phase=Running") == n * replicas,
+             600, "plain pods Running", 1.0)
         clean_namespace(cluster)
         time.sleep(2)
 
@@ -240,7 +240,7 @@ def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
         watcher.start()
         time.sleep(1)
         start = time.perf_counter()
-        create = timed_create(cluster, models(n), workdir, "models")
+        create = timed_create(cluster, models(n, replicas), workdir, "models")
         wait(lambda: len(watcher.placed) >= n, 900, "all models Placed", 0.1)
         placed = max(watcher.placed.values()) - start
         writes_placed = operator_writes(cluster) - writes_before
@@ -254,7 +254,7 @@ def run(n: int, write: bool, workdir: Path) -> dict[str, Any]:
         watcher.stop = True
         per_model = sorted(t - start for t in watcher.placed.values())
         result = {
-            "n": n, "kubernetes": kube_version, "bench_nodes": nodes,
+            "n": n, "replicas_per_model": replicas, "kubernetes": kube_version, "bench_nodes": nodes,
             "floor_kubectl_create_deployments_s": round(floor, 2),
             "kubectl_create_rmds_s": round(create, 2),
             "all_placed_s": round(placed, 2),
@@ -311,15 +311,18 @@ The control plane, kwok and the operator share those cores, so the floor and the
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--replicas", type=int, default=1, help="replicas per model (0: the operator's work without pods)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
+    parser.add_argument("--append", action="store_true", help="add to the results file instead of replacing it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hybridrec-bench-") as tmp:
-        result = run(args.n, not args.no_write, Path(tmp))
+        result = run(args.n, args.replicas, Path(tmp))
     text = markdown(result)
     print(text)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+        previous = RESULTS.read_text() + "\n" if args.append and RESULTS.exists() else ""
+        RESULTS.write_text(previous + text)
     return 0
 
 

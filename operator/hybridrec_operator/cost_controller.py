@@ -288,6 +288,15 @@ def seed_from_cluster(state: ControllerState, snapshot: ClusterSnapshot, now: fl
     return seeded
 
 
+def hold_recommendation(state: ControllerState, snap: ModelSnapshot, now: float) -> None:
+    """A held round recommends what runs. After an outage longer than the stabilisation window, the first fresh
+    (possibly partial) data must not find an empty window and shrink the model at once."""
+    window = snap.rmd.spec.scaling.scale_down_stabilization_seconds
+    recs = [(t, r) for t, r in state.allocator.recommendations.get(snap.key, []) if now - t < window]
+    recs.append((now, sum(snap.current.values())))
+    state.allocator.recommendations[snap.key] = recs
+
+
 def _forget(state: ControllerState, live: set[str]) -> None:
     for gone in [k for k in state.models if k not in live]:
         del state.models[gone]
@@ -391,6 +400,7 @@ def plan_round(
         held: dict[str, ModelOutcome] = {}
         for snap in snapshot.models:
             mem = _memory_for(state, snap, currency)
+            hold_recommendation(state, snap, now)
             ok, reason, message = judge(None, error)
             held[snap.key] = ModelOutcome(
                 key=snap.key, namespace=snap.rmd.namespace, name=snap.rmd.name, targets=dict(snap.current), changed=False,
@@ -422,6 +432,8 @@ def plan_round(
             to_cover = demand_to_cover(list(mem.history), spec.scaling.schedule, now,
                                        lead_seconds(startups, config.interval_s), config.interval_s)
         holding = not verdict[0]
+        if holding:
+            hold_recommendation(state, snap, now)
         verdict = _with_grace(verdict, mem)
         facts[snap.key] = (verdict, demand, to_cover, p95_ms)
         model_states.append(

@@ -137,7 +137,22 @@ class Scenario:
         raise KeyError(name)
 
     def with_duration(self, real_seconds: float) -> Scenario:
-        return _replace(self, real_seconds=float(real_seconds))
+        """The same day played in ``real_seconds``: the controller's time constants (which the scenario sets for its
+        own speed) shrink or grow with it, within floors the control interval and process start-up need."""
+        f = float(real_seconds) / self.real_seconds
+        env = dict(self.operator_env)
+        for key, floor in SCALED_OPERATOR_ENV.items():
+            if key in env:
+                env[key] = f"{max(floor, float(env[key]) * f):g}"
+        stabilization = self.scale_down_stabilization_s
+        if stabilization is not None:
+            stabilization = max(MIN_STABILIZATION_SECONDS, round(stabilization * f))
+        return _replace(self, real_seconds=float(real_seconds), operator_env=env, scale_down_stabilization_s=stabilization)
+
+
+# Operator settings in real seconds that follow the speed of the simulated day, with their floors.
+SCALED_OPERATOR_ENV = {"HYBRIDREC_MIN_DWELL_SECONDS": 5.0, "HYBRIDREC_DEMAND_HISTORY_SECONDS": 20.0}
+MIN_STABILIZATION_SECONDS = 5
 
 
 def _replace(obj: Any, **changes: Any) -> Any:
@@ -402,6 +417,11 @@ class _ModelStats:
     dropped: int = 0  # not sent: too many in flight, or no ready server
 
 
+def loopback_only(servers: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The servers.json entries whose URL is on 127.0.0.1: the demo never sends load anywhere else."""
+    return {key: [u for u in urls if urllib.parse.urlparse(u).hostname == "127.0.0.1"] for key, urls in servers.items()}
+
+
 @dataclass(frozen=True)
 class LoadSnapshot:
     offered_rps: float
@@ -476,7 +496,7 @@ class LoadGenerator:
         try:
             mtime = self.servers_file.stat().st_mtime
             if mtime != self._servers_mtime:
-                self._servers = json.loads(self.servers_file.read_text())
+                self._servers = loopback_only(json.loads(self.servers_file.read_text()))
                 self._servers_mtime = mtime
         except (OSError, ValueError):
             pass  # written atomically by the pod runner; a missing file means no ready server yet
@@ -1012,6 +1032,14 @@ class Demo:
         if sale is not None:
             c.print(EXPLAIN["sale"].format(window=f"{clock(sale.start_hour)}-{clock(sale.end_hour)}",
                                            mult=sale.multiplier, interval=self.scenario.control_interval_s))
+        sc = self.scenario
+        settings = [f"pool start-up {sc.pool_startup_seconds} s"]
+        if sc.scale_down_stabilization_s is not None:
+            settings.append(f"scale-down stabilization {sc.scale_down_stabilization_s} s")
+        settings += [f"{k.removeprefix('HYBRIDREC_').removesuffix('_SECONDS').lower().replace('_', ' ')} {v} s"
+                     for k, v in sorted(sc.operator_env.items()) if k.endswith("_SECONDS")]
+        c.print(f"[dim]{sc.seconds_per_sim_hour:.1f} real seconds are one simulated hour, so the controller's time "
+                f"constants are shortened to match: {', '.join(settings)}.[/dim]")
         self._traffic()
         return self._finish()
 

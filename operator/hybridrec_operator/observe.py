@@ -127,9 +127,11 @@ def build_queries(window: str) -> dict[str, str]:
     by = "namespace, model, pool"
     return {
         "rate": f"sum by ({by}) (rate(hybridrec_server_requests_total{{{rec}}}[{window}]))",
-        # Counters that exist but have no rate yet (one sample in the window: a new server, or Prometheus just
-        # restarted) mean "not computable yet", which differs from a server that never served a request.
-        "present": f"count by ({by}) (hybridrec_server_requests_total{{{rec}}})",
+        # Servers with request counters, and servers whose counters have a rate. A server with counters but no rate
+        # yet (one sample in the window: it just started, or Prometheus just restarted) leaves the pool's rate
+        # incomplete, which is "not computable yet", unlike a server that never served a request.
+        "present": f"count by ({by}) (count by ({by}, instance) (hybridrec_server_requests_total{{{rec}}}))",
+        "with_rate": f"count by ({by}) (count by ({by}, instance) (rate(hybridrec_server_requests_total{{{rec}}}[{window}])))",
         "errors": f'sum by ({by}) (rate(hybridrec_server_requests_total{{{rec},code=~"5..|429"}}[{window}]))',
         "p95_pool": (
             f"histogram_quantile(0.95, sum by ({by}, le) (rate(hybridrec_server_request_duration_seconds_bucket{{{rec}}}[{window}])))"
@@ -222,12 +224,15 @@ def assemble_pool(raw: Mapping[str, Series], key: tuple[str, str, str], expected
                                targets=int(raw["targets"].get(key, 0)), targets_up=int(raw["up"].get(key, 0)))
     up = int(raw["up"].get(key, 0))
     rate = raw["rate"].get(key)
-    # Scraped and up, yet no request counter at all: the server has not served a recommendation (yet): a real 0.
-    if rate is not None:
+    present = int(raw.get("present", {}).get(key, 0))
+    with_rate = int(raw.get("with_rate", {}).get(key, 0))
+    if rate is not None and with_rate >= present:
         rate_reading = Reading.ok(rate)
-    elif up > 0 and key not in raw.get("present", {}):
+    elif rate is None and up > 0 and present == 0:
+        # Scraped and up, yet no request counter at all: no recommendation served (yet): a real 0.
         rate_reading = Reading.ok(0.0)
     else:
+        # Some server's counters have no rate yet: a sum without it would understate demand.
         rate_reading = MISSING
     errors = raw["errors"].get(key)
     if rate is not None and rate > 0:

@@ -239,3 +239,15 @@ def test_a_short_gap_without_a_rate_holds_quietly_a_longer_one_is_reported() -> 
     res, state = run(snap, observation(gap), state, T0 + 15)
     out = res.outcomes["shop/public-recs"]
     assert not out.observed and out.observed_reason == "MetricsMissing" and out.newly_unobserved
+
+
+def test_after_an_outage_longer_than_the_window_the_first_fresh_round_does_not_shrink() -> None:
+    snap = snapshot((PUBLIC, {"onprem-t4": 2, "aws-spot-l4": 3}))
+    busy = observation(fresh("public-recs", 90, {"onprem-t4": 2, "aws-spot-l4": 3}))
+    res, state = run(snap, busy, ControllerState(), T0)
+    for t in range(5, 65, 5):  # a minute without Prometheus, three stabilisation windows
+        res, state = run(snap, None, state, T0 + t, error="down")
+    res, state = run(snap, observation(fresh("public-recs", 10, {"onprem-t4": 2, "aws-spot-l4": 3})), state, T0 + 65)
+    assert not res.outcomes["shop/public-recs"].changed  # the held rounds count as recommendations of what runs
+    res, state = run(snap, observation(fresh("public-recs", 10, {"onprem-t4": 2, "aws-spot-l4": 3})), state, T0 + 86)
+    assert res.outcomes["shop/public-recs"].direction == "down"

@@ -38,7 +38,8 @@ def raw(pools: Mapping[str, Mapping[str, float]]) -> dict[str, dict[tuple[str, .
     return out
 
 
-FRESH = {"age": 1.0, "up": 2, "targets": 2, "rate": 30.0, "errors": 3.0, "p95_pool": 0.02, "inflight": 4, "queue": 1, "ready": 2}
+FRESH = {"age": 1.0, "up": 2, "targets": 2, "rate": 30.0, "errors": 3.0, "p95_pool": 0.02, "inflight": 4, "queue": 1, "ready": 2,
+         "present": 2, "with_rate": 2}
 
 
 def test_fresh_pools_sum_into_the_model() -> None:
@@ -99,6 +100,10 @@ def test_a_counter_without_a_rate_yet_is_missing_not_zero() -> None:
     m = assemble(raw({"t4": FRESH, "l4": restarted}), {}, {KEY: ["t4", "l4"]}, 0.0, 10.0).models[KEY]
     assert m.state == DataState.MISSING and "l4" in m.reason
     assert m.request_rate.value is None
+    # Two of three servers already have a rate: their sum would understate demand, so still not computable.
+    partial = {**FRESH, "up": 3, "targets": 3, "present": 3, "with_rate": 2, "rate": 20.0}
+    m = assemble(raw({"t4": FRESH, "l4": partial}), {}, {KEY: ["t4", "l4"]}, 0.0, 10.0).models[KEY]
+    assert m.state == DataState.MISSING and m.pools["l4"].request_rate.value is None
 
 
 def test_models_the_cluster_does_not_know_are_not_reported() -> None:

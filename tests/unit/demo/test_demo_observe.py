@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from rich.console import Console
 
@@ -11,6 +13,7 @@ from hybridrec_operator.demo import (
     _status_line,
     build_sample,
     load_scenario,
+    loopback_only,
     new_decisions,
     placements_of,
     prom_vector,
@@ -111,7 +114,7 @@ def _timeline() -> Timeline:
 
 
 def render(renderable: object) -> str:
-    console = Console(record=True, width=160, color_system=None)
+    console = Console(file=io.StringIO(), record=True, width=160, color_system=None)
     console.print(renderable)
     return console.export_text()
 
@@ -148,3 +151,8 @@ def test_live_view_shows_operator_text_literally() -> None:
     tl = _timeline()
     tl.decisions.append(DecisionRecord(1.0, 4.1, "homepage-recs", "event", "Scaled", "moved [bold]2[/bold] replicas"))
     assert "moved [bold]2[/bold] replicas" in render(render_live(tl, sc, 1.0))
+
+
+def test_load_goes_only_to_loopback_servers() -> None:
+    servers = {"default/a": ["http://127.0.0.1:8080", "http://10.0.0.5:8080", "http://localhost.evil:1"], "default/b": []}
+    assert loopback_only(servers) == {"default/a": ["http://127.0.0.1:8080"], "default/b": []}

@@ -87,9 +87,24 @@ def test_sale_before_the_start_hour_belongs_to_the_next_day() -> None:
     assert offered_rps(sc, "b", 25.5) == pytest.approx(2 * (2 + 2 * diurnal_shape(1.5)))
 
 
-def test_with_duration_changes_only_the_compression() -> None:
-    sc = parse_scenario(scenario_doc()).with_duration(60)
+def test_with_duration_changes_the_compression_and_the_controller_time_constants() -> None:
+    doc = scenario_doc(control={"intervalSeconds": 5, "poolStartupSeconds": 10, "scaleDownStabilizationSeconds": 40,
+                                "operatorEnv": {"HYBRIDREC_MIN_DWELL_SECONDS": "16", "HYBRIDREC_DEMAND_HISTORY_SECONDS": "40",
+                                                "HYBRIDREC_OBSERVE_WINDOW_SECONDS": "10"}})
+    sc = parse_scenario(doc).with_duration(60)
     assert sc.real_seconds == 60 and sc.sim_hour(60) == 28 and sc.real_offset(12) == pytest.approx(20)
+    assert sc.scale_down_stabilization_s == 10  # 40 s at 240 s/day is 10 s at 60 s/day
+    assert sc.operator_env["HYBRIDREC_MIN_DWELL_SECONDS"] == "5"  # 4 s would be below the floor
+    assert sc.operator_env["HYBRIDREC_DEMAND_HISTORY_SECONDS"] == "20"
+    assert sc.operator_env["HYBRIDREC_OBSERVE_WINDOW_SECONDS"] == "10"  # tied to the scrape interval, not the day
+    assert sc.pool_startup_seconds == 10 and sc.control_interval_s == 5  # real process start-up does not speed up
+    slower = parse_scenario(doc).with_duration(480)
+    assert slower.scale_down_stabilization_s == 80 and slower.operator_env["HYBRIDREC_DEMAND_HISTORY_SECONDS"] == "80"
+
+
+def test_operator_env_takes_only_hybridrec_settings() -> None:
+    with pytest.raises(ScenarioError, match="control.operatorEnv.PATH"):
+        parse_scenario(scenario_doc(control={"operatorEnv": {"PATH": "/tmp"}}))
 
 
 @pytest.mark.parametrize(
