@@ -631,6 +631,10 @@ class Runtime:
             for body in self._store(index, (namespace, name)):
                 ref = (body["kind"], _meta(body)["name"])
                 live[ref] = fresher(body, self.written.get((body["kind"], namespace, ref[1]))) or body
+        # Applied a moment ago and not yet seen by the watch: still counts as live (no second apply).
+        for (kind, ns, child), body in list(self.written.items()):
+            if ns == namespace and kind != RMD_KIND and (kind, child) not in live and _model_of(body) == name:
+                live[(kind, child)] = body
         return live
 
     def model_snapshot(self, key: str, body: Mapping[str, Any]) -> ModelSnapshot:
@@ -755,7 +759,7 @@ class Runtime:
         self.shortfall.discard(key)
         self.queue.forget(f"rmd:{key}")
         self.written.pop((RMD_KIND, namespace, name), None)
-        for ref in [r for r in self.desired if r[1] == namespace and (r[2] == name or r[2].startswith(f"{name}-"))]:
+        for ref in [r for r, child in self.desired.items() if r[1] == namespace and _model_of(child) == name]:
             self.desired.pop(ref, None)
         for stale in self.metric_labels.pop(key, set()):
             _remove_metric(stale)
@@ -839,6 +843,10 @@ class Runtime:
     def replan_pools(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else list(self._index("hybridrec_pools")):
             self.queue.add(f"pool:{name}", "capacity", self.config.pool_status_delay)
+
+
+def _model_of(body: Mapping[str, Any]) -> str:
+    return str((_meta(body).get("labels") or {}).get(MODEL_LABEL, ""))
 
 
 def _kind_of(item: str) -> str:

@@ -51,8 +51,8 @@ class OperatorProcess:
     """An operator subprocess with its own log file and metrics port."""
 
     def __init__(self, cluster: LocalCluster, log_dir: Path, name: str, args: list[str],
-                 env: dict[str, str] | None = None) -> None:
-        self.cluster, self.name, self.args = cluster, name, args
+                 env: dict[str, str] | None = None, *, via_kopf: bool = False) -> None:
+        self.cluster, self.name, self.args, self.via_kopf = cluster, name, args, via_kopf
         self.env = {**FAST_ENV, **cluster.env(), **(env or {})}
         self.log = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,9 +61,14 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         self.metrics_port = free_ports(1)[0]
-        argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", *self.args,
-                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
-        self.proc = self.cluster.start_process(self.name, argv, env=self.env, log_path=self.log, die_with_parent=True)
+        if self.via_kopf:  # plain `kopf run -m hybridrec_operator.handlers`, configured through the environment
+            argv = [sys.executable, "-m", "kopf", "run", "-A", "-m", "hybridrec_operator.handlers", *self.args]
+            env = {**self.env, "HYBRIDREC_METRICS_PORT": str(self.metrics_port), "HYBRIDREC_METRICS_ADDRESS": "127.0.0.1"}
+        else:
+            argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", *self.args,
+                    "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
+            env = self.env
+        self.proc = self.cluster.start_process(self.name, argv, env=env, log_path=self.log, die_with_parent=True)
         wait_for(lambda: "hybridrec operator started" in self.log.read_text(errors="replace") or self.exited(),
                  60, f"{self.name} to start")
         if self.exited():

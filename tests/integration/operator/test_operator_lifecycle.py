@@ -78,6 +78,19 @@ def test_two_peered_replicas_only_one_acts_and_the_other_takes_over(
         second.stop()
 
 
+def test_plain_kopf_run_serves_the_handlers(
+        shared_operator: OperatorProcess, cluster: LocalCluster, kube: Kube, namespace: str, operator_log_dir: Path) -> None:
+    shared_operator.stop()
+    op = OperatorProcess(cluster, operator_log_dir, "kopf-run", ["--standalone"], via_kopf=True).start()
+    try:
+        kube.apply(sample_models(namespace, "trending"))
+        rmd = wait_for(lambda: rmd_ready(kube, namespace, "trending"), 90, "trending Ready under `kopf run -m`")
+        assert {p["pool"] for p in rmd["status"]["placements"]} == {"onprem-t4"}
+        assert "hybridrec_replicas" in op.metrics()
+    finally:
+        op.stop()
+
+
 def serviceaccount_kubeconfig(kube: Kube, cluster: LocalCluster, path: Path) -> Path:
     """A kubeconfig holding a token of the operator's ServiceAccount, obtained through the TokenRequest API."""
     token = kube("create", "token", "hybridrec-operator", "-n", "hybridrec-system", "--duration=1h").stdout.strip()

@@ -216,3 +216,17 @@ def test_compact_pods_carry_gpu_counts_as_ints() -> None:
 def test_config_from_environment() -> None:
     cfg = handlers.OperatorConfig.from_env({"HYBRIDREC_METRICS_PORT": "9100", "HYBRIDREC_RESYNC_SECONDS": "5"})
     assert cfg.metrics_port == 9100 and cfg.resync_seconds == 5.0 and cfg.workers == handlers.OperatorConfig().workers
+
+
+def test_per_pool_views_equal_the_whole_cluster_views() -> None:
+    from hybridrec_operator import capacity
+
+    label = lambda model, pool: {"hybridrec.io/model": model, "hybridrec.io/pool": pool}  # noqa: E731
+    pods = [gpu_pod("fill", "onprem-a100-0", 3), gpu_pod("x", "aws-spot-l4-1", 2, label("trending", "aws-spot-l4"), "default"),
+            gpu_pod("y", "onprem-t4-0", 1, label("other", "onprem-t4"), "default"),
+            gpu_pod("pending", "", 1, label("other", "onprem-a100"), "default")]
+    pods[-1]["status"]["phase"] = "Pending"
+    for stuck in (set(), {"aws-spot-l4"}):
+        whole = capacity.views_for_model("default/trending", 1, POOLS, NODES, pods, stuck=stuck)
+        split = handlers.views_per_pool("default/trending", 1, POOLS, NODES, pods, stuck)
+        assert split == whole
