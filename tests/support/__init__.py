@@ -5,9 +5,23 @@ pytest add ``tests/`` to ``sys.path`` first.
 """
 
 from support.load import LoadStats, PacedLoad, ramp, read_servers, steps
-from support.stack import FAKE_AWS, MotoS3, OperatorProcess, PodRunnerProcess, parse_metrics, eventually, log_tail, prom_metric_names, prom_query, prom_scalar, start_logged, stop_process
+from support.stack import (
+    FAKE_AWS,
+    MotoS3,
+    OperatorProcess,
+    PodRunnerProcess,
+    eventually,
+    log_tail,
+    parse_metrics,
+    prom_metric_names,
+    prom_query,
+    prom_scalar,
+    start_logged,
+    stop_process,
+)
 
 __all__ = [
-    "FAKE_AWS", "LoadStats", "MotoS3", "OperatorProcess", "parse_metrics", "PacedLoad", "PodRunnerProcess", "eventually", "log_tail", "prom_metric_names", "prom_query",
-    "prom_scalar", "ramp", "read_servers", "start_logged", "steps", "stop_process",
+    "FAKE_AWS", "LoadStats", "MotoS3", "OperatorProcess", "PacedLoad", "PodRunnerProcess", "eventually", "log_tail",
+    "parse_metrics", "prom_metric_names", "prom_query", "prom_scalar", "ramp", "read_servers", "start_logged", "steps",
+    "stop_process",
 ]
