@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -72,9 +73,8 @@ def rmd(name: str, s3: MotoS3, sensitivity: str, rps_per_replica: int, max_repli
 def costed_model(s3: MotoS3) -> dict[str, Any]:
     """Public data with spec.budget (hour and month) and the worked-example spec.economics (ROI, cost per 1k)."""
     return rmd(
+        # No placement limits: when an earlier test in the session has filled onprem-t4, the scale-up still has room.
         COSTED, s3, "public", COSTED_RPS_PER_REPLICA, max_replicas=2,
-        # Private pools only: the point is the metrics, not a burst, and private replicas start fastest.
-        placement={"forbiddenPools": ["aws-spot-l4", "gcp-ondemand-a100"]},
         budget={"maxPerHour": 40, "maxPerMonth": 20000, "currency": "USD"},
         economics={"currency": "USD", "training": {"gpus": 32, "hours": 3, "pricePerGpuHour": 5},
                    "deployment": {"gpus": 1, "tps": 100, "unitCost": 0.1}, "maintenance": {"people": 2, "hours": 100, "ratePerHour": 0.5},
@@ -100,9 +100,9 @@ def grafana_multi_value(values: Sequence[str]) -> str:
     return ordered[0] if len(ordered) == 1 else "(" + "|".join(ordered) + ")"
 
 
-def rate_interval(scrape_interval_s: float) -> str:
-    """``$__rate_interval`` for this run: at least Grafana's floor of 4 scrapes, at least ``MIN_RATE_WINDOW_S``."""
-    return f"{max(MIN_RATE_WINDOW_S, math.ceil(4 * scrape_interval_s))}s"
+def rate_window_s(scrape_interval_s: float) -> int:
+    """Seconds of ``$__rate_interval`` for this run: at least Grafana's floor of 4 scrapes and ``MIN_RATE_WINDOW_S``."""
+    return max(MIN_RATE_WINDOW_S, math.ceil(4 * scrape_interval_s))
 
 
 def verdict(response: Mapping[str, Any]) -> str | None:
@@ -186,7 +186,8 @@ def test_every_dashboard_panel_query_returns_data(
     # so cuda=False leaves those queries out. The pool-allocation query of the same panel is still checked.
     queries = all_panel_queries(cuda=False)
     assert len(queries) > 20 and not any("gpu_utilization_ratio" in e or "gpu_memory_used" in e for _, _, e in queries)
-    window = rate_interval(prometheus.scrape_interval_s)
+    window_s = rate_window_s(prometheus.scrape_interval_s)
+    window = f"{window_s}s"
     loads: list[PacedLoad] = []
     for body in (costed_model(moto_s3), sensitive_model(moto_s3)):
         kubectl("apply", "-f", "-", input=json.dumps(body))
@@ -207,15 +208,15 @@ def test_every_dashboard_panel_query_returns_data(
             raise AssertionError(f"{exc}\nload: {[(ld.stats.ok, dict(ld.stats.codes)) for ld in loads]}\n"
                                  f"operator log:\n{log_tail(operator_with_controller.log_path)}") from None
         # rate()/increase() need a full window of traffic, and a scrape or two more after the decision's round.
-        settle_until = max(traffic_from + int(window[:-1]) + 4 * prometheus.scrape_interval_s, time.time() + 3 * prometheus.scrape_interval_s)
+        settle_until = max(traffic_from + window_s + 4 * prometheus.scrape_interval_s, time.time() + 3 * prometheus.scrape_interval_s)
         time.sleep(max(0.0, settle_until - time.time()))
         assert all(ld.stats.ok > 0 for ld in loads), [dict(ld.stats.codes) for ld in loads]
 
         variables = {"namespace": NS, "model": grafana_multi_value(MODELS), "pool": grafana_multi_value(pools_of(apps)),
                      "__rate_interval": window}
         # From when a full rate window of traffic existed to now, the part of a dashboard's time range with data.
-        start, end = traffic_from + int(window[:-1]), time.time()
-        failures = []
+        start, end = traffic_from + window_s, time.time()
+        failures: list[Failure] = []
         for dashboard, panel, expr in queries:
             rendered = render_query(expr, variables)
             why = verdict(query_range(prometheus.url, rendered, start, end, prometheus.scrape_interval_s))
