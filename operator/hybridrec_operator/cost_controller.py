@@ -10,17 +10,21 @@ One round, for ALL RecModelDeployments at once (they compete for the same privat
 3. per model: learn RPS per replica (``capacity_model``), forecast the demand to cover until capacity started now
    is ready (``forecast``: trend, declared events, the slowest allowed pool's ``startupSeconds``);
 4. ``planner.allocate`` over every model and pool;
-5. hand per-pool targets to the handlers (``handlers.CONTROLLER_TARGETS`` + ``request_replan``: the same
-   render/apply path as placement), post an Event with the decision's reason, keep the ``Observed`` condition and
-   feed ``SLOAtRisk`` (``handlers.SLO_STATUS``), and publish the operator metrics.
+5. hand per-pool targets and the verdict behind them to the handlers (``handlers.CONTROLLER_TARGETS``,
+   ``handlers.CONTROLLER_VERDICTS`` + ``request_replan``: the same queue and render/apply path as placement; the
+   verdict makes Placed/CapacityShortfall/BudgetLimited and the shortfall metric count what the controller held
+   back, and its reason becomes ``status.lastDecision.message``), post an Event with the decision's reason, keep the
+   ``Observed`` condition and feed ``SLOAtRisk`` (``handlers.SLO_STATUS``), and publish the operator metrics.
 
 :func:`plan_round` is pure (cluster snapshot + observation + state in; outcomes + new state out);
 :class:`CostController` does the I/O around it. Anti-flap memory is re-derived from the cluster after a restart or
 a peering hand-over: the replicas that run are the starting target and count as a fresh recommendation, so the
 operator waits a full stabilisation window before scaling down and does not burst into changes.
 
-Enabled when ``HYBRIDREC_PROMETHEUS_URL`` is set. Standby replicas (kopf peering) skip rounds, following the same
-:class:`handlers.PeeringGate` as the reconcile queue.
+Loaded by ``handlers`` (so ``hybridrec operator run`` and ``kopf run -m hybridrec_operator.handlers`` include it) and
+enabled when ``HYBRIDREC_PROMETHEUS_URL`` is set. Standby replicas (kopf peering) skip rounds, following the same
+:class:`handlers.PeeringGate` as the reconcile queue. ``handlers`` imports this module while loading, so this
+module imports ``handlers`` only inside functions.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from pydantic import ValidationError
@@ -48,6 +52,9 @@ from hybridrec_operator.costing import Money, SpendTracker, cost_per_1k_requests
 from hybridrec_operator.forecast import Sample, demand_to_cover, lead_seconds
 from hybridrec_operator.observe import DataState, HttpPromClient, ModelObservation, Observation, PrometheusUnavailable, observe
 from hybridrec_operator.planner import AllocatorMemory, ModelAllocation, ModelState, PoolState, admitted_pools, allocate
+
+if TYPE_CHECKING:
+    from hybridrec_operator.handlers import ControllerVerdict
 
 log = logging.getLogger("hybridrec.cost_controller")
 
@@ -243,6 +250,16 @@ class ModelOutcome:
             return True, "CapacityBelowDemand", self.message
         p95 = f"p95 {self.p95_seconds * 1000:.0f} ms, " if self.p95_seconds is not None else ""
         return False, "CapacityMeetsDemand", f"{p95}capacity covers {_rps(self.demand_rps)}"
+
+    def verdict(self) -> ControllerVerdict | None:
+        """What the handlers need besides the target to report the model truthfully; None when the allocator did
+        not decide this model this round (held: the last verdict stays)."""
+        from hybridrec_operator.handlers import ControllerVerdict
+
+        if not self.observed or self.wanted is None:
+            return None
+        return ControllerVerdict(wanted=self.wanted, shortfall=self.shortfall, budget_limited=self.budget_limited,
+                                 message=self.message)
 
 
 @dataclass(frozen=True)
@@ -595,6 +612,11 @@ def _label_sets(metric: Any) -> list[tuple[str, ...]]:
 # --------------------------------------------------------------------------------------------- acting (I/O)
 
 
+def verdict_counts(verdict: ControllerVerdict) -> tuple[int, int, bool]:
+    """The part of a verdict the handlers' conditions depend on (the message is informative only)."""
+    return verdict.wanted, verdict.shortfall, verdict.budget_limited
+
+
 def observed_condition_patch(conditions_: Sequence[Mapping[str, Any]], out: ModelOutcome, generation: int | None,
                              now: datetime) -> list[dict[str, Any]] | None:
     """The new conditions list when the Observed condition changes (status, reason or message class); else None.
@@ -677,7 +699,10 @@ class CostController:
         live = {s.key for s in snapshot.models}
         for gone in [k for k in handlers.CONTROLLER_TARGETS if k not in live]:
             handlers.CONTROLLER_TARGETS.pop(gone, None)
+            handlers.CONTROLLER_VERDICTS.pop(gone, None)
             handlers.SLO_STATUS.pop(gone, None)
+        # No await from here to the last replan(): a worker cannot apply a target set here before its re-plan is
+        # queued under this controller's trigger.
         for key, out in result.outcomes.items():
             replan = False
             if out.observed:
@@ -685,6 +710,12 @@ class CostController:
                 if handlers.CONTROLLER_TARGETS.get(key) != target:
                     handlers.CONTROLLER_TARGETS[key] = target
                     replan = True
+                verdict = out.verdict()
+                previous = handlers.CONTROLLER_VERDICTS.get(key)
+                if verdict is not None and verdict != previous:
+                    handlers.CONTROLLER_VERDICTS[key] = verdict
+                    # The message changes with the numbers every round; re-plan only when the counts change.
+                    replan = replan or previous is None or verdict_counts(previous) != verdict_counts(verdict)
                 slo = out.slo_status()
                 if slo is not None and handlers.SLO_STATUS.get(key) != slo:
                     # The message changes with the numbers; re-plan only when the verdict itself changes.
@@ -695,26 +726,22 @@ class CostController:
                 # Hold: the target stays what it was (or what runs, if there was none) and nothing is re-planned.
                 handlers.CONTROLLER_TARGETS.setdefault(key, {p: n for p, n in out.targets.items() if n > 0})
             if replan or out.changed:
-                await self.replan(key)
+                self.replan(key)
         bodies = {s.key: s.body for s in snapshot.models}
         await asyncio.to_thread(self.record, runtime.kube, result, bodies, getattr(runtime, "identity", ""))
         self.last_result = result
         self._log(result)
         return result
 
-    async def replan(self, key: str) -> None:
-        """Have the handlers place the new target now, so lastDecision names this controller as the trigger;
-        through the queue if that fails (a conflicting write, say)."""
+    def replan(self, key: str) -> None:
+        """Queue the model's re-plan under this controller's trigger (the reconcile then names it in lastDecision).
+
+        Through the handlers' queue, never a direct reconcile: the queue never runs two reconciles of one model at
+        once (no self-made 409s), retries failures with backoff keeping the trigger, and keeps this trigger over
+        weaker ones (resync, child events) that coalesce with it.
+        """
         from hybridrec_operator import handlers
 
-        for attempt in range(3):
-            try:
-                await handlers.reconcile_model(key, trigger=TRIGGER)
-                return
-            except Exception as exc:  # noqa: BLE001 - conflicts with a concurrent status write are routine
-                error = exc
-                await asyncio.sleep(0.2 * (attempt + 1))
-        log.info("%s: direct re-plan failed (%s); queued", key, str(error).splitlines()[0])
         handlers.request_replan(key, trigger=TRIGGER)
 
     def seed_targets(self, snapshot: ClusterSnapshot) -> None:

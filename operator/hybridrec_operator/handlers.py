@@ -18,8 +18,9 @@ How it works (``kopf run -m hybridrec_operator.handlers`` or ``hybridrec operato
   backoff ``kube.classify`` gives (``kopf.TemporaryError``); ``kopf.PermanentError`` waits for the next change.
 * **Peering.** kopf pauses watching while another replica with a higher priority is alive (each process gets a
   random priority). The queue and the resync loop follow the same pause through :class:`PeeringGate`.
-* **Cost-controller seam.** ``CONTROLLER_TARGETS[model_key] = {pool: replicas}`` plus ``request_replan(key)``;
-  see the section below.
+* **Cost-controller seam.** ``CONTROLLER_TARGETS[model_key] = {pool: replicas}``, its verdict in
+  ``CONTROLLER_VERDICTS`` and ``request_replan(key)``; see the section below. The controller
+  (``cost_controller``) is loaded with this module and stays off unless ``HYBRIDREC_PROMETHEUS_URL`` is set.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,8 +42,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import ValidationError
 
-from hybridrec_operator import capacity, conditions, metrics, placement, render
-from hybridrec_operator.api import API_VERSION, ComputePool, parse_pool, parse_rmd
+# cost_controller is imported for its kopf startup/cleanup handlers, so `kopf run -m hybridrec_operator.handlers` and
+# `hybridrec operator run` run it too (it stays off without HYBRIDREC_PROMETHEUS_URL). Imported before our handlers
+# are declared, kopf runs its cleanup before ours: its loop stops before the runtime it reads is torn down. No cycle:
+# cost_controller imports this module only inside functions.
+from hybridrec_operator import capacity, conditions, cost_controller, metrics, placement, render
+from hybridrec_operator.api import API_VERSION, ComputePool, RecModelDeploymentSpec, parse_pool, parse_rmd
 from hybridrec_operator.kube import Kube, api_message, classify, needs_apply, new_api_client, retry_delay
 
 log = logging.getLogger("hybridrec.operator")
@@ -88,34 +93,57 @@ class OperatorConfig:
 # ------------------------------------------------------------------------------------- the cost-controller seam
 #
 # The cost controller (a global allocator running in the same process) decides replicas per pool for every model.
-# It publishes them here and asks for a re-plan; the reconcile then places exactly that (re-checking the hard
-# sensitivity rule and the free room through placement.plan_placement, so a bad target can never break a rule):
+# It publishes them here with its verdict and asks for a re-plan; the reconcile then places exactly that
+# (re-checking the hard sensitivity rule and the free room through placement.plan_placement, so a bad target can
+# never break a rule):
 #
 #     CONTROLLER_TARGETS["default/homepage-recs"] = {"onprem-t4": 2, "aws-spot-l4": 1}
+#     CONTROLLER_VERDICTS["default/homepage-recs"] = ControllerVerdict(wanted=4, shortfall=1, budget_limited=True,
+#                                                                      message="...; budget 5.00 USD/h reached")
 #     SLO_STATUS["default/homepage-recs"] = (True, "P95AboveTarget", "p95 130 ms > 80 ms")   # optional
-#     request_replan("default/homepage-recs", trigger="cost controller")
+#     request_replan("default/homepage-recs", trigger=CONTROLLER_TRIGGER)
 #
+# A target alone would read as "everything wanted is placed": the verdict tells the reconcile how many replicas the
+# model really wants and why the rest were held back, so Placed, CapacityShortfall, BudgetLimited and
+# hybridrec_capacity_shortfall_replicas report the truth, and its message becomes status.lastDecision.message.
 # Without a target a model gets the greedy plan of its desired count (spec.replicas or scaling.minReplicas).
 
+CONTROLLER_TRIGGER = cost_controller.TRIGGER  # "cost-controller"
+
+
+@dataclass(frozen=True)
+class ControllerVerdict:
+    """What the cost controller decided for one model, next to its per-pool target."""
+
+    wanted: int  # replicas the model needs (demand, stabilisation window, min/max or the pinned count)
+    shortfall: int  # of those, replicas the controller could not give it
+    budget_limited: bool  # the shortfall is due to budget.maxPerHour (else: no room in the allowed pools)
+    message: str  # the decision's reason, one sentence
+
+
 CONTROLLER_TARGETS: dict[str, dict[str, int]] = {}
+CONTROLLER_VERDICTS: dict[str, ControllerVerdict] = {}
 SLO_STATUS: dict[str, tuple[bool | None, str, str]] = {}
 
 
 def request_replan(model_key: str, trigger: str = "controller", delay: float = 0.0) -> bool:
-    """Queue a re-plan of ``<namespace>/<name>``; thread-safe. False when the operator is not running here."""
+    """Queue a re-plan of ``<namespace>/<name>``; thread-safe. False when the operator is not running here.
+
+    Called on the operator's event loop (the cost controller's rounds) the key is queued at once, so no worker can
+    apply a target just set under another trigger before this one is queued.
+    """
     runtime = RUNTIME
     if runtime is None:
         return False
-    runtime.loop.call_soon_threadsafe(runtime.queue.add, f"rmd:{model_key}", trigger, delay)
+    try:
+        on_loop = asyncio.get_running_loop() is runtime.loop
+    except RuntimeError:  # a plain thread
+        on_loop = False
+    if on_loop:
+        runtime.queue.add(f"rmd:{model_key}", trigger, delay)
+    else:
+        runtime.loop.call_soon_threadsafe(runtime.queue.add, f"rmd:{model_key}", trigger, delay)
     return True
-
-
-async def reconcile_model(model_key: str, trigger: str = "controller") -> None:
-    """Re-plan one model now (awaitable from the operator's event loop); raises what the reconcile raised."""
-    runtime = RUNTIME
-    if runtime is None:
-        raise RuntimeError("the hybridrec operator is not running in this process")
-    await runtime.reconcile(f"rmd:{model_key}", trigger)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -264,6 +292,52 @@ def restrict_to_target(views: list[placement.PoolView], target: Mapping[str, int
     return capped
 
 
+def _replicas(n: int) -> str:
+    return f"{n} replica" if n == 1 else f"{n} replicas"
+
+
+def apply_verdict(plan: placement.PlacementPlan, verdict: ControllerVerdict | None,
+                  spec: RecModelDeploymentSpec) -> placement.PlacementPlan:
+    """The plan measured against what the model wants, not against the target the controller could give it.
+
+    Placing a target that the controller already cut (budget cap, no room) looks complete; its verdict restores the
+    wanted count, and the replicas it held back count as budget or capacity shortfall. The wanted count is clamped to
+    the spec again (a spec edited since the controller's round wins). What the placement itself could not place
+    stays counted as before.
+    """
+    if verdict is None:
+        return plan
+    wanted = max(plan.wanted, placement.desired_replicas(spec, verdict.wanted))
+    held_back = max(0, wanted - plan.placed) - plan.shortfall
+    if held_back <= 0:
+        return plan
+    budget = spec.budget.max_per_hour if spec.budget is not None else None
+    for_budget = verdict.budget_limited and budget is not None
+    why = (f"for the budget of {budget:.2f} {plan.currency}/h" if for_budget
+           else "for lack of room in the allowed pools")
+    return replace(
+        plan,
+        wanted=wanted,
+        shortfall=plan.shortfall + held_back,
+        budget_shortfall=plan.budget_shortfall + (held_back if for_budget else 0),
+        budget_limited=plan.budget_limited or for_budget,
+        summary=f"{wanted} wanted by the cost controller; {plan.summary}; {_replicas(held_back)} held back {why}",
+    )
+
+
+def decision_message(plan: placement.PlacementPlan, trigger: str, verdict: ControllerVerdict | None,
+                     target: Mapping[str, int] | None) -> str:
+    """status.lastDecision.message: the controller's reason when it triggered the change, else the placement summary.
+
+    When the placement could not follow the target (room taken since the controller's round, a pool that no longer
+    admits the model), what was placed is added, so the message never claims replicas that do not exist.
+    """
+    if trigger != CONTROLLER_TRIGGER or verdict is None or not verdict.message:
+        return plan.summary
+    followed = plan.replicas_by_pool() == {p: n for p, n in (target or {}).items() if n > 0}
+    return verdict.message if followed else f"{verdict.message}; placed instead: {plan.summary}"
+
+
 def validation_message(exc: ValidationError) -> str:
     """A pydantic error as one line a person reads (field path: problem; ...)."""
     parts = []
@@ -288,6 +362,7 @@ class ModelSnapshot:
     own_pods: list[Mapping[str, Any]]
     children: dict[tuple[str, str], Mapping[str, Any]]  # (kind, name) -> live child
     target: Mapping[str, int] | None = None
+    verdict: ControllerVerdict | None = None  # only read together with ``target``
     slo: tuple[bool | None, str, str] | None = None
     avoid: frozenset[str] = frozenset()  # pools remembered as stuck for this model
 
@@ -384,6 +459,8 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
         views = restrict_to_target(views, snap.target, gpus)
     current = placements_of(old_status)
     plan = placement.plan_placement(spec, views, wanted, current=current)
+    if snap.target:
+        plan = apply_verdict(plan, snap.verdict, spec)
     decision.plan = plan
 
     # Children: one Deployment per assigned pool, the Service, the PDB; owned by the model for garbage collection.
@@ -421,7 +498,8 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     decision.direction = "up" if new_total > old_total else "down" if new_total < old_total else "move"
     last_decision = old_status.get("lastDecision")
     if decision.placement_changed:
-        last_decision = {"time": stamp, "trigger": trigger, "message": plan.summary}
+        message = decision_message(plan, trigger, snap.verdict if snap.target else None, snap.target)
+        last_decision = {"time": stamp, "trigger": trigger, "message": message}
     new_status = {
         "observedGeneration": generation,
         "conditions": conds,
@@ -486,10 +564,24 @@ def pool_status(pool: ComputePool, usage: capacity.PoolUsage, old: Mapping[str, 
 # -------------------------------------------------------------------------------------------------- the queue
 
 
+# The trigger a reconcile reports (status.lastDecision.trigger) names who decided what it applies. When adds of one
+# key coalesce, a user's change or the cost controller's target outranks the echoes, capacity events and resyncs
+# that merely arrive in the same moment; between equal ranks the first add's trigger is kept.
+TRIGGER_RANK: Mapping[str, int] = {"created": 2, "spec changed": 2, CONTROLLER_TRIGGER: 1}
+
+
+def stronger_trigger(held: str | None, new: str) -> str:
+    """The trigger a coalesced queue entry keeps: ``new`` only when it ranks above the one already held."""
+    if held is None or TRIGGER_RANK.get(new, 0) > TRIGGER_RANK.get(held, 0):
+        return new
+    return held
+
+
 class WorkQueue:
     """De-duplicating work queue (as client-go's): a key is never processed twice at once, bursts coalesce.
 
-    Event-loop only (use ``loop.call_soon_threadsafe`` from threads).
+    Coalesced adds keep the most important trigger (:func:`stronger_trigger`). Event-loop only (use
+    ``loop.call_soon_threadsafe`` from threads).
     """
 
     def __init__(self) -> None:
@@ -497,7 +589,7 @@ class WorkQueue:
         self._pending: dict[str, str] = {}  # key -> trigger, queued and not yet taken
         self._active: set[str] = set()
         self._dirty: dict[str, str] = {}  # re-queue after the running reconcile of the key finishes
-        self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._timers: dict[str, tuple[float, asyncio.TimerHandle, str]] = {}  # key -> (due, handle, trigger)
         self.failures: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -507,24 +599,28 @@ class WorkQueue:
         if delay > 0:
             due = time.monotonic() + delay
             current = self._timers.get(key)
-            if current and current[0] <= due:
-                return  # an earlier wake-up is already set
-            if current:
+            if current and current[0] <= due:  # an earlier wake-up is already set: it carries the stronger trigger
+                self._timers[key] = (current[0], current[1], stronger_trigger(current[2], trigger))
+                return
+            if current:  # this one is earlier: it replaces the timer, keeping the old trigger only if that ranks higher
                 current[1].cancel()
-            handle = asyncio.get_running_loop().call_later(delay, self._fire, key, trigger)
-            self._timers[key] = (due, handle)
+                trigger = stronger_trigger(trigger, current[2])
+            handle = asyncio.get_running_loop().call_later(delay, self._fire, key)
+            self._timers[key] = (due, handle, trigger)
             return
         if key in self._pending:
+            self._pending[key] = stronger_trigger(self._pending[key], trigger)
             return
         if key in self._active:
-            self._dirty.setdefault(key, trigger)
+            self._dirty[key] = stronger_trigger(self._dirty.get(key), trigger)
             return
         self._pending[key] = trigger
         self._queue.put_nowait(key)
 
-    def _fire(self, key: str, trigger: str) -> None:
-        self._timers.pop(key, None)
-        self.add(key, trigger)
+    def _fire(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            self.add(key, timer[2])
 
     async def get(self) -> tuple[str, str]:
         key = await self._queue.get()
@@ -545,7 +641,7 @@ class WorkQueue:
             timer[1].cancel()
 
     def clear_timers(self) -> None:
-        for _, handle in self._timers.values():
+        for _, handle, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
 
@@ -657,7 +753,7 @@ class Runtime:
         return ModelSnapshot(
             key=key, body=body, pools=pools, nodes=self.nodes(), pods=pods + claims,
             own_pods=self._store("hybridrec_pods", (namespace, name)), children=self.children(namespace, name),
-            target=CONTROLLER_TARGETS.get(key), slo=SLO_STATUS.get(key), avoid=avoid,
+            target=CONTROLLER_TARGETS.get(key), verdict=CONTROLLER_VERDICTS.get(key), slo=SLO_STATUS.get(key), avoid=avoid,
         )
 
     # ---- the reconcile ------------------------------------------------------------------------------------------

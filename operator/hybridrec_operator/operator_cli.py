@@ -1,9 +1,11 @@
-"""``hybridrec operator run``: the operator process (kopf running ``hybridrec_operator.handlers``).
+"""``hybridrec operator run``: the operator process (kopf running ``hybridrec_operator.handlers``, which loads the
+cost controller; the controller runs only with a Prometheus URL).
 
 Equivalent to ``kopf run -m hybridrec_operator.handlers``; this entry point adds the hybridrec knobs (metrics port,
-peering lifetime, reconcile workers) as options and passes them to the handlers through ``HYBRIDREC_*`` environment
-variables, which is also how a plain ``kopf run`` is configured. ``python -m hybridrec_operator.operator_cli`` runs it
-without the rest of the CLI (what the integration tests start).
+peering lifetime, reconcile workers, Prometheus URL and control interval) as options and passes them to the handlers
+through ``HYBRIDREC_*`` environment variables, which is also how a plain ``kopf run`` is configured.
+``python -m hybridrec_operator.operator_cli`` runs it without the rest of the CLI (what the integration and
+end-to-end tests start).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def run(
     metrics_address: Annotated[Optional[str], typer.Option("--metrics-address", help="Bind address of /metrics (default: $HYBRIDREC_METRICS_ADDRESS or 0.0.0.0).")] = None,
     liveness: Annotated[Optional[str], typer.Option("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Concurrent model reconciles (default: 8).")] = None,
+    prometheus_url: Annotated[Optional[str], typer.Option("--prometheus-url", help="Prometheus the cost controller reads; without it (and without $HYBRIDREC_PROMETHEUS_URL) the controller is off.")] = None,
+    control_interval: Annotated[Optional[float], typer.Option("--control-interval", min=0.1, help="Seconds between cost-controller rounds (default: $HYBRIDREC_CONTROL_INTERVAL_SECONDS or 30).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the operator until interrupted (SIGINT/SIGTERM stop it gracefully)."""
@@ -43,6 +47,8 @@ def run(
         "HYBRIDREC_METRICS_ADDRESS": metrics_address,
         "HYBRIDREC_PEERING_LIFETIME": peering_lifetime,
         "HYBRIDREC_WORKERS": workers,
+        "HYBRIDREC_PROMETHEUS_URL": prometheus_url,
+        "HYBRIDREC_CONTROL_INTERVAL_SECONDS": f"{control_interval:g}" if control_interval is not None else None,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -51,7 +57,7 @@ def run(
         raise typer.BadParameter("--all-namespaces and --namespace exclude each other")
 
     kopf.configure(verbose=verbose, debug=verbose)
-    import hybridrec_operator.handlers  # noqa: F401  (registers the handlers with kopf's default registry)
+    import hybridrec_operator.handlers  # noqa: F401  (registers the handlers and the cost controller with kopf)
 
     kopf.run(
         clusterwide=not namespace,

@@ -619,7 +619,11 @@ def _reason(
     slo_at_risk: bool,
 ) -> str:
     """One sentence saying what changed and why, e.g.
-    "p95 71 ms > SLO 50 ms at 3,900 RPS: +2 replicas on aws-spot-l4 (public, 1.20 USD/GPU-h); private pool onprem-a100 full"."""
+    "p95 71 ms > SLO 50 ms, forecast 3,900 RPS: +2 replicas on aws-spot-l4 (public, 1.20 USD/GPU-h); private pool onprem-a100 full".
+
+    The RPS named is ``demand_rps``, the demand to cover (the forecast until new capacity is ready), not the rate
+    observed now: it is worded as a forecast.
+    """
     m = problem.models[i]
     pools = {p.name: p for p in problem.pools}
     slo = m.spec.slo.p95_latency_ms
@@ -628,10 +632,10 @@ def _reason(
     elif m.demand_rps is None:
         cause = "no fresh metrics, holding the last allocation"
     elif m.p95_ms is not None:
-        cause = f"p95 {m.p95_ms:.0f} ms {'>' if m.p95_ms > slo else '<='} SLO {slo} ms at {m.demand_rps:,.0f} RPS"
+        cause = f"p95 {m.p95_ms:.0f} ms {'>' if m.p95_ms > slo else '<='} SLO {slo} ms, forecast {m.demand_rps:,.0f} RPS"
     else:
         raw = problem.raw[i] if problem.raw[i] is not None else problem.wanted[i]
-        cause = f"{m.demand_rps:,.0f} RPS needs {_plural(raw)} at {m.rps_per_replica:,.0f} RPS each"
+        cause = f"forecast {m.demand_rps:,.0f} RPS needs {_plural(raw)} at {m.rps_per_replica:,.0f} RPS each"
         if problem.wanted[i] > raw:
             window = m.spec.scaling.scale_down_stabilization_seconds
             cause += f" ({problem.wanted[i]} wanted within the {window} s stabilisation window)"

@@ -241,7 +241,8 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 @dataclass
 class OperatorProcess:
-    """The hybridrec operator (kopf running the handlers and the cost controller) as a subprocess.
+    """The hybridrec operator as a subprocess, started the way it is deployed: ``python -m
+    hybridrec_operator.operator_cli run`` (``hybridrec operator run``), which loads the handlers and the cost controller.
 
     ``namespaces`` limits what it serves, so tests running other operators in the same cluster never share objects
     with it. ``prometheus_url`` turns the cost controller on.
@@ -267,17 +268,13 @@ class OperatorProcess:
     def start(self, timeout_s: float = 60.0) -> "OperatorProcess":
         self.metrics_port = self.metrics_port or free_port()
         scope = [a for ns in self.namespaces for a in ("--namespace", ns)] or ["--all-namespaces"]
-        # The handlers import the cost controller once the lead wires it in; naming both modules works either way.
-        argv = [sys.executable, "-m", "kopf", "run", "--standalone", *scope,
-                "-m", "hybridrec_operator.handlers", "-m", "hybridrec_operator.cost_controller"]
-        env = {
-            "KUBECONFIG": str(self.kubeconfig),
-            "HYBRIDREC_METRICS_PORT": str(self.metrics_port),
-            "HYBRIDREC_METRICS_ADDRESS": "127.0.0.1",
-            "HYBRIDREC_CONTROL_INTERVAL_SECONDS": f"{self.interval_s:g}",
-            **({"HYBRIDREC_PROMETHEUS_URL": self.prometheus_url} if self.prometheus_url else {}),
-            **self.env,
-        }
+        argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", "--standalone", *scope,
+                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+                "--control-interval", f"{self.interval_s:g}",
+                *(["--prometheus-url", self.prometheus_url] if self.prometheus_url else [])]
+        env = {"KUBECONFIG": str(self.kubeconfig), **self.env}
+        if not self.prometheus_url:
+            env["HYBRIDREC_PROMETHEUS_URL"] = ""  # never inherit one from the test's environment: controller off
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = start_logged(argv, self.log_path, env)
 
