@@ -646,6 +646,46 @@ def events_for(out: ModelOutcome) -> list[tuple[str, str, str]]:
     return events
 
 
+def hand_over(
+    outcomes: Mapping[str, ModelOutcome],
+    live: set[str],
+    targets: dict[str, dict[str, int]],
+    verdicts: dict[str, ControllerVerdict],
+    slo_status: dict[str, tuple[bool | None, str, str]],
+) -> list[str]:
+    """Publish one round into the handlers' seam (the three dicts, updated in place); returns the models to re-plan.
+
+    Deleted models are dropped. A fresh decision sets the target, its verdict and the SLO verdict; a held one keeps
+    the last target (or what runs, if there was none) and the last verdicts. Messages carry this round's numbers,
+    so a change of message alone is stored without a re-plan: only changed replicas or counts/verdicts re-plan.
+    """
+    for gone in [k for k in targets if k not in live]:
+        targets.pop(gone, None)
+        verdicts.pop(gone, None)
+        slo_status.pop(gone, None)
+    replan: list[str] = []
+    for key, out in outcomes.items():
+        changed = out.changed
+        running = {p: n for p, n in out.targets.items() if n > 0}
+        if not out.observed:
+            targets.setdefault(key, running)
+        else:
+            if targets.get(key) != running:
+                targets[key] = running
+                changed = True
+            verdict, before = out.verdict(), verdicts.get(key)
+            if verdict is not None and verdict != before:
+                verdicts[key] = verdict
+                changed = changed or before is None or verdict_counts(before) != verdict_counts(verdict)
+            slo, slo_before = out.slo_status(), slo_status.get(key)
+            if slo is not None and slo != slo_before:
+                slo_status[key] = slo
+                changed = changed or slo_before is None or slo_before[:2] != slo[:2]
+        if changed:
+            replan.append(key)
+    return replan
+
+
 class CostController:
     """Runs rounds inside the operator process; see the module docstring."""
 
@@ -696,39 +736,20 @@ class CostController:
         result, self.state = await asyncio.to_thread(plan_round, snapshot, observation, self.state, now, self.config,
                                                      prometheus_error=error)
         self.publisher.publish(result, snapshot)
-        live = {s.key for s in snapshot.models}
-        for gone in [k for k in handlers.CONTROLLER_TARGETS if k not in live]:
-            handlers.CONTROLLER_TARGETS.pop(gone, None)
-            handlers.CONTROLLER_VERDICTS.pop(gone, None)
-            handlers.SLO_STATUS.pop(gone, None)
+        bodies = {s.key: s.body for s in snapshot.models}
+        written = await asyncio.to_thread(self.record, runtime.kube, result, bodies, getattr(runtime, "identity", ""))
+        # The handlers read models from their watch cache plus their own writes: adding ours lets the re-plans below
+        # patch status on top of the Observed condition just written instead of failing on a stale resourceVersion.
+        for key, body in written.items():
+            namespace, name = key.split("/", 1)
+            ref = (handlers.RMD_KIND, namespace, name)
+            runtime.written[ref] = handlers.fresher(runtime.written.get(ref), body)
         # No await from here to the last replan(): a worker cannot apply a target set here before its re-plan is
         # queued under this controller's trigger.
-        for key, out in result.outcomes.items():
-            replan = False
-            if out.observed:
-                target = {p: n for p, n in out.targets.items() if n > 0}
-                if handlers.CONTROLLER_TARGETS.get(key) != target:
-                    handlers.CONTROLLER_TARGETS[key] = target
-                    replan = True
-                verdict = out.verdict()
-                previous = handlers.CONTROLLER_VERDICTS.get(key)
-                if verdict is not None and verdict != previous:
-                    handlers.CONTROLLER_VERDICTS[key] = verdict
-                    # The message changes with the numbers every round; re-plan only when the counts change.
-                    replan = replan or previous is None or verdict_counts(previous) != verdict_counts(verdict)
-                slo = out.slo_status()
-                if slo is not None and handlers.SLO_STATUS.get(key) != slo:
-                    # The message changes with the numbers; re-plan only when the verdict itself changes.
-                    previous = handlers.SLO_STATUS.get(key)
-                    handlers.SLO_STATUS[key] = slo
-                    replan = replan or previous is None or previous[:2] != slo[:2]
-            else:
-                # Hold: the target stays what it was (or what runs, if there was none) and nothing is re-planned.
-                handlers.CONTROLLER_TARGETS.setdefault(key, {p: n for p, n in out.targets.items() if n > 0})
-            if replan or out.changed:
-                self.replan(key)
-        bodies = {s.key: s.body for s in snapshot.models}
-        await asyncio.to_thread(self.record, runtime.kube, result, bodies, getattr(runtime, "identity", ""))
+        live = {s.key for s in snapshot.models}
+        for key in hand_over(result.outcomes, live, handlers.CONTROLLER_TARGETS, handlers.CONTROLLER_VERDICTS,
+                             handlers.SLO_STATUS):
+            self.replan(key)
         self.last_result = result
         self._log(result)
         return result
@@ -745,9 +766,11 @@ class CostController:
         handlers.request_replan(key, trigger=TRIGGER)
 
     def seed_targets(self, snapshot: ClusterSnapshot) -> None:
-        """Make what runs the controller's target, so the handlers keep it until the first decision."""
+        """Make what runs the controller's target, so the handlers keep it until the first decision. Verdicts from
+        an earlier active spell are dropped: nothing is known about what the models want until then."""
         from hybridrec_operator import handlers
 
+        handlers.CONTROLLER_VERDICTS.clear()
         for snap in snapshot.models:
             running = {p: n for p, n in snap.current.items() if n > 0}
             if running:
@@ -756,13 +779,16 @@ class CostController:
     def pause(self) -> None:
         self._active = False
 
-    def record(self, kube: Any, result: RoundResult, bodies: Mapping[str, Mapping[str, Any]], identity: str) -> None:
-        """Events and the Observed condition (worker thread). Failures are logged: the next round retries."""
+    def record(self, kube: Any, result: RoundResult, bodies: Mapping[str, Mapping[str, Any]],
+               identity: str) -> dict[str, Mapping[str, Any]]:
+        """Events and the Observed condition (worker thread); returns the models written, by key.
+        Failures are logged: the next round retries."""
         from kubernetes.client.exceptions import ApiException
 
         from hybridrec_operator.api import API_VERSION
 
         now = datetime.fromtimestamp(result.time, UTC)
+        written: dict[str, Mapping[str, Any]] = {}
         for key, out in result.outcomes.items():
             body = bodies.get(key) or {}
             meta = body.get("metadata") or {}
@@ -775,11 +801,17 @@ class CostController:
                 except ApiException as exc:
                     log.warning("%s: event %s not posted: %s", key, reason, exc.reason)
             try:
-                self._patch_observed(kube, out, body, now)
+                new = self._patch_observed(kube, out, body, now)
             except ApiException as exc:
                 log.warning("%s: Observed condition not written: %s", key, exc.reason)
+                continue
+            if new:
+                written[key] = new
+        return written
 
-    def _patch_observed(self, kube: Any, out: ModelOutcome, body: Mapping[str, Any], now: datetime) -> None:
+    def _patch_observed(self, kube: Any, out: ModelOutcome, body: Mapping[str, Any],
+                        now: datetime) -> Mapping[str, Any] | None:
+        """Write the Observed condition when it changed; the model as written, None when nothing was written."""
         meta = body.get("metadata") or {}
         path = f"/apis/hybridrec.io/v1alpha1/namespaces/{out.namespace}/recmodeldeployments/{out.name}"
         from kubernetes.client.exceptions import ApiException
@@ -788,16 +820,16 @@ class CostController:
             status = body.get("status") or {}
             new = observed_condition_patch(status.get("conditions") or [], out, meta.get("generation"), now)
             if new is None:
-                return
+                return None
             patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": new}}
             try:
-                kube.request("PATCH", f"{path}/status", body=patch, content_type="application/merge-patch+json")
-                return
+                return kube.request("PATCH", f"{path}/status", body=patch, content_type="application/merge-patch+json")
             except ApiException as exc:
                 if exc.status != 409 or attempt == 2:
                     raise
                 body = kube.request("GET", path)  # someone wrote in between: re-read and re-apply
                 meta = body.get("metadata") or {}
+        return None  # not reached: the last attempt returns or raises
 
     def _log(self, result: RoundResult) -> None:
         for out in result.outcomes.values():

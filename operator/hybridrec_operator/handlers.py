@@ -105,7 +105,8 @@ class OperatorConfig:
 #
 # A target alone would read as "everything wanted is placed": the verdict tells the reconcile how many replicas the
 # model really wants and why the rest were held back, so Placed, CapacityShortfall, BudgetLimited and
-# hybridrec_capacity_shortfall_replicas report the truth, and its message becomes status.lastDecision.message.
+# hybridrec_capacity_shortfall_replicas report the truth; its message becomes status.lastDecision.message when the
+# controller's re-plan changes the placement.
 # Without a target a model gets the greedy plan of its desired count (spec.replicas or scaling.minReplicas).
 
 CONTROLLER_TRIGGER = cost_controller.TRIGGER  # "cost-controller"
@@ -116,7 +117,7 @@ class ControllerVerdict:
     """What the cost controller decided for one model, next to its per-pool target."""
 
     wanted: int  # replicas the model needs (demand, stabilisation window, min/max or the pinned count)
-    shortfall: int  # of those, replicas the controller could not give it
+    shortfall: int  # of those, replicas the controller could not give it (the reconcile recounts from what it placed)
     budget_limited: bool  # the shortfall is due to budget.maxPerHour (else: no room in the allowed pools)
     message: str  # the decision's reason, one sentence
 

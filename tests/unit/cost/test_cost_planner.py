@@ -295,6 +295,6 @@ def test_decision_reads_as_one_sentence(pool_states: list[PoolState]) -> None:
     home = model("home", home_spec, 3900, {"onprem-a100": 2, "aws-spot-l4": 6}, p95_ms=71.0)
     alloc, _ = allocate([acct, home], pool_states, 0.0, AllocatorMemory(), headroom=0.0)
     assert alloc.models["home"].reason == (
-        "p95 71 ms > SLO 50 ms at 3,900 RPS: +2 replicas on aws-spot-l4 (public, 1.20 USD/GPU-h); private pool onprem-a100 full"
+        "p95 71 ms > SLO 50 ms, forecast 3,900 RPS: +2 replicas on aws-spot-l4 (public, 1.20 USD/GPU-h); private pool onprem-a100 full"
     )
-    assert alloc.models["acct"].reason == "1,200 RPS needs 6 replicas at 200 RPS each: 6 replicas unchanged"
+    assert alloc.models["acct"].reason == "forecast 1,200 RPS needs 6 replicas at 200 RPS each: 6 replicas unchanged"
