@@ -201,6 +201,18 @@ def _reap_children() -> None:
             del _OUR_CHILDREN[pid]
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """Stop one child we started: SIGTERM (a clean shutdown), then SIGKILL after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def tail(path: Path | str, lines: int = 25) -> str:
     """The last ``lines`` lines of a (log) file, or a note that it does not exist."""
     try:

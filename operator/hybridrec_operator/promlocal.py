@@ -21,7 +21,7 @@ from typing import Sequence
 
 import httpx
 
-from hybridrec_operator.localcluster import die_with_parent
+from hybridrec_operator.localcluster import die_with_parent, tail, terminate
 
 SERVER_JOB = "hybridrec-server"
 OPERATOR_JOB = "hybridrec-operator"
@@ -164,20 +164,10 @@ class LocalPrometheus:
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM (clean TSDB shutdown), SIGKILL after ``timeout_s``."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc, timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return tail(self.log_path, lines)
 
     def __enter__(self) -> "LocalPrometheus":
         self.start()

@@ -20,6 +20,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from support import MotoS3, OperatorProcess, PacedLoad, PodRunnerProcess, eventually, prom_metric_names, ramp
 from support.stack import E2E_CONTROL_INTERVAL_S as CONTROL_INTERVAL_S
+from support.manifests import WORKED_EXAMPLE_ECONOMICS, rmd_manifest
 from support.stack import E2E_NAMESPACE
 
 from hybridrec_operator.localcluster import LocalCluster
@@ -41,21 +42,8 @@ FAST_STARTUP = {"onprem-t4": 5, "aws-spot-l4": 10}
 
 
 def model(name: str, s3: MotoS3, sensitivity: str, gpus: int, max_replicas: int, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RecModelDeployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "model": {"uri": s3.uri, "architecture": "two-tower", "sha256": s3.sha256, "version": "small"},
-            "dataSensitivity": sensitivity,
-            "resources": {"gpus": gpus, "cpu": "100m", "memory": "256Mi"},
-            "serving": {"maxBatchSize": 32, "maxBatchDelayMs": 2},
-            "slo": {"p95LatencyMs": 250},
-            "scaling": {"minReplicas": 1, "maxReplicas": max_replicas, "targetRpsPerReplica": RPS_PER_REPLICA,
-                        "scaleDownStabilizationSeconds": STABILISATION_S},
-            **spec,
-        },
-    }
+    return rmd_manifest(name, NS, s3, sensitivity, rps_per_replica=RPS_PER_REPLICA, max_replicas=max_replicas,
+                        stabilisation_s=STABILISATION_S, gpus=gpus, max_batch_size=32, **spec)
 
 
 def public_model(s3: MotoS3) -> dict[str, Any]:
@@ -63,9 +51,7 @@ def public_model(s3: MotoS3) -> dict[str, Any]:
         PUBLIC, s3, "public", gpus=2, max_replicas=6,
         placement={"forbiddenPools": ["onprem-a100", "gcp-ondemand-a100"]},
         budget={"maxPerHour": 40, "maxPerMonth": 20000, "currency": "USD"},
-        economics={"currency": "USD", "training": {"gpus": 32, "hours": 3, "pricePerGpuHour": 5},
-                   "deployment": {"gpus": 1, "tps": 100, "unitCost": 0.1}, "maintenance": {"people": 2, "hours": 100, "ratePerHour": 0.5},
-                   "businessValue": {"requests": 1e8, "clickThroughRate": 0.005, "conversionRate": 0.003, "valuePerConversion": 0.1}},
+        economics=WORKED_EXAMPLE_ECONOMICS,
     )
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
+from support.manifests import WORKED_EXAMPLE_ECONOMICS, rmd_manifest
 from support import MotoS3, OperatorProcess, PacedLoad, PodRunnerProcess, eventually, log_tail, prom_query, steps
 from support.stack import E2E_NAMESPACE
 
@@ -53,21 +54,8 @@ MIN_RATE_WINDOW_S = 30
 
 def rmd(name: str, s3: MotoS3, sensitivity: str, rps_per_replica: int, max_replicas: int, **extra: Any) -> dict[str, Any]:
     """A RecModelDeployment serving the small test artifact from moto S3."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RecModelDeployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "model": {"uri": s3.uri, "architecture": "two-tower", "sha256": s3.sha256, "version": "small"},
-            "dataSensitivity": sensitivity,
-            "resources": {"gpus": 1, "cpu": "100m", "memory": "256Mi"},
-            "serving": {"maxBatchSize": 16, "maxBatchDelayMs": 2},
-            "slo": {"p95LatencyMs": 250},
-            "scaling": {"minReplicas": 1, "maxReplicas": max_replicas, "targetRpsPerReplica": rps_per_replica,
-                        "scaleDownStabilizationSeconds": 60},
-            **extra,
-        },
-    }
+    return rmd_manifest(name, NS, s3, sensitivity, rps_per_replica=rps_per_replica, max_replicas=max_replicas,
+                        stabilisation_s=60, **extra)
 
 
 def costed_model(s3: MotoS3) -> dict[str, Any]:
@@ -76,9 +64,7 @@ def costed_model(s3: MotoS3) -> dict[str, Any]:
         # No placement limits: when an earlier test in the session has filled onprem-t4, the scale-up still has room.
         COSTED, s3, "public", COSTED_RPS_PER_REPLICA, max_replicas=2,
         budget={"maxPerHour": 40, "maxPerMonth": 20000, "currency": "USD"},
-        economics={"currency": "USD", "training": {"gpus": 32, "hours": 3, "pricePerGpuHour": 5},
-                   "deployment": {"gpus": 1, "tps": 100, "unitCost": 0.1}, "maintenance": {"people": 2, "hours": 100, "ratePerHour": 0.5},
-                   "businessValue": {"requests": 1e8, "clickThroughRate": 0.005, "conversionRate": 0.003, "valuePerConversion": 0.1}},
+        economics=WORKED_EXAMPLE_ECONOMICS,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import httpx
 
-from hybridrec_operator.localcluster import die_with_parent
+from hybridrec_operator.localcluster import die_with_parent, tail, terminate
 from hybridrec_operator.promlocal import SERVER_TARGETS, free_port
 
 T = TypeVar("T")
@@ -65,21 +64,12 @@ def start_logged(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | N
 
 def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    terminate(proc, grace_s)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log {path})"
+    return tail(path, lines)
+
 
 
 # ----------------------------------------------------------------------------------------------- Prometheus
