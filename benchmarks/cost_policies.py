@@ -27,6 +27,7 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import cpu_model, memory_gib  # noqa: E402
 from traces.taylor import diurnal, flash_sale  # noqa: E402
 
 from hybridrec_operator.api import ComputePool, RecModelDeployment, ScheduledEvent  # noqa: E402
@@ -91,20 +92,9 @@ def scenarios(days: int) -> list[tuple[str, str, Trace, list[ComputePool], list[
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
+    gib = memory_gib()
+    mem = f", {gib:.0f} GiB RAM" if gib else ""
+    cpu = cpu_model()
     return (
         f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; Python {platform.python_version()}, "
         f"SciPy {scipy.__version__} (HiGHS via scipy.optimize.milp), NumPy {np.__version__}"

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from hybridrec_operator.localcluster import LocalCluster, free_ports  # noqa: E402
+from machine import cpu_model, memory_gib  # noqa: E402
 
 NAMESPACE = "bench"
 RESULTS = ROOT / "benchmarks" / "results" / "reconcile_scale.md"
@@ -190,12 +191,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    cpu, gib = cpu_model(), memory_gib()
     import kopf
 
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": f"{mem_kb / 1024 / 1024:.0f} GiB",
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": f"{gib:.0f} GiB" if gib else "unknown",
             "kernel": platform.release(), "python": platform.python_version(), "kopf": getattr(kopf, "__version__", "?")}
 
 

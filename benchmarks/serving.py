@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "serving.md"
 TRAINED = Path.home() / ".cache" / "hybridrec" / "artifacts" / "ml100k-two-tower-seed0"
@@ -373,16 +375,6 @@ def mean_batch_size(url: str) -> float | None:
         elif line.startswith("hybridrec_server_batch_size_count{"):
             count = float(line.rsplit(" ", 1)[1])
     return total / count if total is not None and count else None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def fmt_ms(seconds: float) -> str:

@@ -16,22 +16,12 @@ import sys
 from pathlib import Path
 
 from hybridrec_server.train import format_report, train_and_evaluate
+from machine import cpu_model
 
 TARGET_LIFT = 0.20
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "train_movielens.md"
 ARTIFACTS = Path.home() / ".cache" / "hybridrec" / "artifacts"
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def render(results: dict[str, dict], epochs: int, seed: int) -> str:
