@@ -373,6 +373,18 @@ def _pool_colors(timeline: Timeline) -> dict[str, str]:
     return colors
 
 
+def _finish_model_grid(fig: Any, axes: Any, handles: list[Any], labels: list[str], title: str, path: Path) -> None:
+    """Shared legend on top, time axis label, title; save and free the figure (one row of axes per model)."""
+    import matplotlib.pyplot as plt
+
+    fig.legend(handles, labels, loc="upper center", fontsize=7, ncols=len(labels), bbox_to_anchor=(0.5, 0.96), frameon=False)
+    axes[-1, 0].set_xlabel("simulated time of day")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+
+
 def _decorate(ax: Any, timeline: Timeline, *, integer_y: bool = False) -> None:
     from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 
@@ -426,12 +438,7 @@ def _plot_replicas(timeline: Timeline, path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(f"{m.name} ({m.sensitivity})", fontsize=9, loc="left")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", fontsize=7, ncols=len(labels), bbox_to_anchor=(0.5, 0.96), frameon=False)
-    axes[-1, 0].set_xlabel("simulated time of day")
-    fig.suptitle("Running replicas per pool (private: blue/green, public: orange/red)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
+    _finish_model_grid(fig, axes, handles, labels, "Running replicas per pool (private: blue/green, public: orange/red)", path)
 
 
 def _plot_latency(timeline: Timeline, path: Path) -> None:
@@ -452,12 +459,7 @@ def _plot_latency(timeline: Timeline, path: Path) -> None:
         ax.set_title(f"{m.name} (SLO {m.slo_p95_ms:g} ms)", fontsize=9, loc="left")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     labels = [("SLO" if label.startswith("SLO") else label) for label in labels]
-    fig.legend(handles, labels, loc="upper center", fontsize=7, ncols=len(labels), bbox_to_anchor=(0.5, 0.96), frameon=False)
-    axes[-1, 0].set_xlabel("simulated time of day")
-    fig.suptitle("p95 latency vs SLO", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
+    _finish_model_grid(fig, axes, handles, labels, "p95 latency vs SLO", path)
 
 
 def _plot_traffic(timeline: Timeline, path: Path) -> None:
