@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import httpx
+import pytest
 
 from hybridrec_operator.localcluster import die_with_parent, tail, terminate
 from hybridrec_operator.promlocal import SERVER_TARGETS, free_port
@@ -33,6 +34,22 @@ FAKE_AWS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.3) -> T:
+    """Poll until ``predicate`` returns something truthy (and return it); fail the test after ``timeout`` seconds.
+
+    Unlike :func:`eventually`, an AssertionError raised by ``predicate`` fails at once instead of being retried.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
+        time.sleep(interval)
 
 
 def eventually(check: Callable[[], T], timeout_s: float, interval_s: float = 0.5, what: str = "condition") -> T:

@@ -21,6 +21,7 @@ from hybridrec_operator.localcluster import (
     LocalCluster,
     descendant_pids,
 )
+from support.stack import wait_for
 
 # pool -> (nodes, GPUs per node, tenancy, capacity type or None, GPU model)
 POOLS: dict[str, tuple[int, int, str, str | None, str]] = {
@@ -30,18 +31,6 @@ POOLS: dict[str, tuple[int, int, str, str | None, str]] = {
     "gcp-ondemand-a100": (2, 8, "public", "on-demand", "NVIDIA-A100-SXM4-40GB"),
 }
 PUBLIC_TOLERATION = {"key": "hybridrec.io/tenancy", "operator": "Equal", "value": "public", "effect": "NoSchedule"}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll until ``predicate`` returns something truthy (and return it); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture

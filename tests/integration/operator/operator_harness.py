@@ -8,9 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 import yaml
 
 from hybridrec_operator.localcluster import LocalCluster, free_ports, tail
+from support.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "manifests" / "samples"
@@ -32,19 +31,6 @@ FAST_ENV = {
     "HYBRIDREC_POOL_STATUS_DELAY": "0.3",
     "HYBRIDREC_PEERING_LIFETIME": "6",
 }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition", interval: float = 0.3) -> Any:
-    """Poll until ``predicate`` returns something truthy (and return it); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
-        time.sleep(interval)
 
 
 class OperatorProcess:
