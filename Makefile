@@ -30,7 +30,7 @@ demo-down: ## Stop everything the demo started.
 	$(VENV)/bin/hybridrec demo down
 
 crds: ## Regenerate manifests/crds from the pydantic models.
-	$(PY) -m hybridrec_operator.crds manifests/crds
+	$(PY) -m hybridrec_operator.api.crds manifests/crds
 
 manifests: crds ## Regenerate manifests/install from the Helm chart.
 	bash hack/render-manifests.sh

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model, memory_gib  # noqa: E402
 from traces.taylor import diurnal, flash_sale  # noqa: E402
 
-from hybridrec_operator.api import ComputePool, RecModelDeployment, ScheduledEvent  # noqa: E402
-from hybridrec_operator.simulate import DEFAULT_START, POLICIES, Trace, parse_objects, simulate, summary_rows, write_plots  # noqa: E402
+from hybridrec_operator.api.models import ComputePool, RecModelDeployment, ScheduledEvent  # noqa: E402
+from hybridrec_operator.sim.simulate import DEFAULT_START, POLICIES, Trace, parse_objects, simulate, summary_rows, write_plots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "manifests" / "samples" / "simulate"

@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from hybridrec_operator.localcluster import LocalCluster, free_ports  # noqa: E402
+from hybridrec_local.localcluster import LocalCluster, free_ports  # noqa: E402
 from machine import cpu_model, memory_gib  # noqa: E402
 
 NAMESPACE = "bench"
@@ -218,7 +218,7 @@ def run(n: int, replicas: int, workdir: Path) -> dict[str, Any]:
         [metrics_port] = free_ports(1)
         env = {**cluster.env(), "HYBRIDREC_RESYNC_SECONDS": "20"}
         log = workdir / "operator.log"
-        proc = cluster.start_process("operator", [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", "--standalone",
+        proc = cluster.start_process("operator", [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", "--standalone",
                                                   "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1"],
                                      env=env, log_path=log, die_with_parent=True)
         wait(lambda: "hybridrec operator started" in log.read_text(), 60, "operator start")

@@ -3,7 +3,8 @@
 #
 #   docker build -f docker/operator.Dockerfile -t hybridrec-operator .
 #
-# No torch here: the operator only needs the base dependencies.
+# The operator distribution only (../pyproject.toml: kopf, kubernetes, pydantic, scipy, ...): neither the model server
+# (torch) nor the local stack (model_server/ and local/ are separate distributions) is copied or installed.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -13,10 +14,11 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-COPY model_server ./model_server
 RUN pip install --upgrade pip \
  && pip install . \
- && hybridrec --help > /dev/null
+ && hybridrec --help > /dev/null \
+ && ! python -c "import torch" 2>/dev/null \
+ && ! python -c "import hybridrec_local" 2>/dev/null
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 hybridrec \

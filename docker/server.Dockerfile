@@ -18,12 +18,10 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator ./operator
 COPY model_server ./model_server
-# Non-editable install: the image carries no source tree.
+# Non-editable install of the model-server distribution only: the image carries no source tree.
 RUN pip install --upgrade pip \
- && pip install ".[server]" \
+ && pip install ./model_server \
  && python -c "import torch, safetensors, hybridrec_server.app"
 
 FROM ${CUDA_IMAGE}

@@ -30,18 +30,20 @@ fi
 
 # 3. Python: one virtualenv outside the repo.
 stamp="$CACHE/.venv-stamp"
-want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/model_server/pyproject.toml" "$ROOT/local/pyproject.toml" | sha256sum | cut -c1-16)"
+# Three distributions: the operator (no torch), the model server, and the local stack for tests and the demo.
+editables=(-e "$ROOT[test]" -e "$ROOT/model_server" -e "$ROOT/local")
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   log "pip install (torch is several GB the first time; pip shows progress)"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install --progress-bar on -e "$ROOT[server,test]" 2>&1 | grep -vE '^(Requirement already|  )' || true
+  "$VENV/bin/pip" install --progress-bar on "${editables[@]}" 2>&1 | grep -vE '^(Requirement already|  )' || true
   "$VENV/bin/python" -c 'import torch, kopf, fastapi, moto' || { log "ERROR: pip install failed"; exit 1; }
   # MovieLens 100K ships inside the recbole wheel; its own dependencies are not needed to read the file.
   "$VENV/bin/pip" install -q --no-deps "recbole==1.2.1"
   echo "$want" > "$stamp"
 else
-  "$VENV/bin/pip" install -q --no-deps -e "$ROOT" >/dev/null 2>&1 || true
+  "$VENV/bin/pip" install -q --no-deps "${editables[@]}" >/dev/null 2>&1 || true
   log "virtualenv up to date ($VENV)"
 fi
 

@@ -6,7 +6,7 @@
 
 import sys
 
-from hybridrec_operator.podrunner import main
+from hybridrec_local.podrunner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -55,7 +55,7 @@ header = "# Generated from manifests/rbac/operator.yaml by hack/render-manifests
 open(sys.argv[2], "w").write(header + yaml.safe_dump(roles[0]["rules"], default_flow_style=None, sort_keys=False, width=200))
 PY
 fi
-"$PYTHON" -m hybridrec_operator.dashboards "$chart/dashboards" > /dev/null
+"$PYTHON" -m hybridrec_local.dashboards "$chart/dashboards" > /dev/null
 
 # 2. The chart rendered with default values (CRDs stay in manifests/crds).
 mkdir -p "$out/install"

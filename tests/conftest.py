@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hybridrec_operator.localcluster import BUILD_COMMAND, LocalCluster
+from hybridrec_local.localcluster import BUILD_COMMAND, LocalCluster
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

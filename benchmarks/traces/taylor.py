@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridrec_operator.simulate import Trace, trace_to_csv
+from hybridrec_operator.sim.simulate import Trace, trace_to_csv
 
 HALF_HOURS_PER_DAY = 48
 

@@ -110,3 +110,9 @@ def train_command(
         _fail(exc)
     typer.echo(format_report(metrics))
     typer.echo(f"artifact: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``hybridrec model`` and ``hybridrec train`` (the ``hybridrec.cli`` entry point)."""
+    app.add_typer(model_app, name="model", help="Push, pull and verify model artifacts in S3.")
+    app.command("train", help="Train a recommender on MovieLens 100K and evaluate it.")(train_command)

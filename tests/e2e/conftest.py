@@ -24,8 +24,8 @@ from support import MotoS3, OperatorProcess, PodRunnerProcess, eventually
 from support.stack import E2E_CONTROL_INTERVAL_S as CONTROL_INTERVAL_S
 from support.stack import E2E_NAMESPACE
 
-from hybridrec_operator.localcluster import LocalCluster
-from hybridrec_operator.promlocal import LocalPrometheus
+from hybridrec_local.localcluster import LocalCluster
+from hybridrec_local.promlocal import LocalPrometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 

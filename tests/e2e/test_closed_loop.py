@@ -23,8 +23,8 @@ from support.stack import E2E_CONTROL_INTERVAL_S as CONTROL_INTERVAL_S
 from support.manifests import WORKED_EXAMPLE_ECONOMICS, rmd_manifest
 from support.stack import E2E_NAMESPACE
 
-from hybridrec_operator.localcluster import LocalCluster
-from hybridrec_operator.promlocal import LocalPrometheus
+from hybridrec_local.localcluster import LocalCluster
+from hybridrec_local.promlocal import LocalPrometheus
 
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]

@@ -3,7 +3,7 @@
 No Grafana server can run here, so this is how the dashboards are proven to show data: the operator (handlers and
 cost controller) places two models on the local cluster, the pod runner starts real model servers, paced open-loop
 traffic makes the controller decide, and then every (dashboard, panel, expr) of
-:func:`hybridrec_operator.dashboards.all_panel_queries` runs as a range query over the time the run had data, with the
+:func:`hybridrec_local.dashboards.all_panel_queries` runs as a range query over the time the run had data, with the
 template variables rendered the way Grafana renders them. A query that errors, or returns no series, or only NaN
 (an empty panel in Grafana), fails the test; all failures are reported together.
 
@@ -30,9 +30,9 @@ from support.manifests import WORKED_EXAMPLE_ECONOMICS, rmd_manifest
 from support import MotoS3, OperatorProcess, PacedLoad, PodRunnerProcess, eventually, log_tail, prom_query, steps
 from support.stack import E2E_NAMESPACE
 
-from hybridrec_operator.dashboards import all_panel_queries, metric_names, render_query
-from hybridrec_operator.localcluster import LocalCluster
-from hybridrec_operator.promlocal import LocalPrometheus
+from hybridrec_local.dashboards import all_panel_queries, metric_names, render_query
+from hybridrec_local.localcluster import LocalCluster
+from hybridrec_local.promlocal import LocalPrometheus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 

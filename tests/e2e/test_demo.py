@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridrec_operator.localcluster import LocalCluster
-from hybridrec_operator.report import PLOTS, Timeline, placement_violations
+from hybridrec_local.localcluster import LocalCluster
+from hybridrec_local.report import PLOTS, Timeline, placement_violations
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 from support import eventually
 
-from hybridrec_operator.observe import DataState, HttpPromClient, PrometheusUnavailable, observe
-from hybridrec_operator.promlocal import SERVER_TARGETS, LocalPrometheus, free_port, write_json_atomically
+from hybridrec_operator.controller.observe import DataState, HttpPromClient, PrometheusUnavailable, observe
+from hybridrec_local.promlocal import SERVER_TARGETS, LocalPrometheus, free_port, write_json_atomically
 
 pytestmark = pytest.mark.e2e
 

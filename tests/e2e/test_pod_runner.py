@@ -11,10 +11,10 @@ import pytest
 import yaml
 from support import MotoS3, PacedLoad, PodRunnerProcess, eventually, prom_query, prom_scalar, steps
 
-from hybridrec_operator.api import parse_pool, parse_rmd
-from hybridrec_operator.localcluster import LocalCluster
-from hybridrec_operator.promlocal import LocalPrometheus
-from hybridrec_operator.render import build_deployment
+from hybridrec_operator.api.models import parse_pool, parse_rmd
+from hybridrec_local.localcluster import LocalCluster
+from hybridrec_local.promlocal import LocalPrometheus
+from hybridrec_operator.core.render import build_deployment
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from support.stack import MotoS3
 
-from hybridrec_operator.api import API_VERSION
+from hybridrec_operator.api.models import API_VERSION
 
 # The worked example of issue 4 (training 480 + deployment 10 + maintenance 100 USD; benefit 150 USD; ROI 0.254):
 # gives ROI and cost-per-1k series something to show.

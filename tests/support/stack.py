@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import httpx
 import pytest
 
-from hybridrec_operator.localcluster import die_with_parent, tail, terminate
-from hybridrec_operator.promlocal import SERVER_TARGETS, free_port
+from hybridrec_local.localcluster import die_with_parent, tail, terminate
+from hybridrec_local.promlocal import SERVER_TARGETS, free_port
 
 T = TypeVar("T")
 
@@ -184,7 +184,7 @@ class MotoS3:
 
 @dataclass
 class PodRunnerProcess:
-    """``python -m hybridrec_operator.podrunner`` as a subprocess, plus readers for the files it writes."""
+    """``python -m hybridrec_local.podrunner`` as a subprocess, plus readers for the files it writes."""
 
     kubeconfig: Path
     state_dir: Path
@@ -197,7 +197,7 @@ class PodRunnerProcess:
         return self.state_dir / "podrunner.log"
 
     def start(self) -> "PodRunnerProcess":
-        argv = [sys.executable, "-m", "hybridrec_operator.podrunner", "--kubeconfig", str(self.kubeconfig),
+        argv = [sys.executable, "-m", "hybridrec_local.podrunner", "--kubeconfig", str(self.kubeconfig),
                 "--state-dir", str(self.state_dir), "--grace", str(self.grace_s)]
         env: dict[str, str] = {}
         if self.s3 is not None:
@@ -249,7 +249,7 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 @dataclass
 class OperatorProcess:
     """The hybridrec operator as a subprocess, started the way it is deployed: ``python -m
-    hybridrec_operator.operator_cli run`` (``hybridrec operator run``), which loads the handlers and the cost controller.
+    hybridrec_operator.cli.operator run`` (``hybridrec operator run``), which loads the handlers and the cost controller.
 
     ``namespaces`` limits what it serves, so tests running other operators in the same cluster never share objects
     with it. ``prometheus_url`` turns the cost controller on.
@@ -275,7 +275,7 @@ class OperatorProcess:
     def start(self, timeout_s: float = 60.0) -> "OperatorProcess":
         self.metrics_port = self.metrics_port or free_port()
         scope = [a for ns in self.namespaces for a in ("--namespace", ns)] or ["--all-namespaces"]
-        argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", "--standalone", *scope,
+        argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", "--standalone", *scope,
                 "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
                 "--control-interval", f"{self.interval_s:g}",
                 *(["--prometheus-url", self.prometheus_url] if self.prometheus_url else [])]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator.localcluster import LocalCluster
+from hybridrec_local.localcluster import LocalCluster
 from support.stack import eventually, log_tail, start_logged, stop_process
 
 pytestmark = pytest.mark.cluster
@@ -188,7 +188,7 @@ def test_operator_with_the_chart_identity_reconciles_a_sample(cluster: LocalClus
         "HYBRIDREC_RESYNC_SECONDS": "5",
     }
     log = tmp_path / "operator.log"
-    argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", "--all-namespaces", f"--peering={PEERING}",
+    argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", "--all-namespaces", f"--peering={PEERING}",
             "--metrics-port=0", "--priority=100"]
     cluster.kubectl("create", "namespace", WORKLOAD_NS, check=False)
     operator = start_logged(argv, log, env=env)

@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from hybridrec_operator.localcluster import (
+from hybridrec_local.localcluster import (
     BUILD_COMMAND,
     ClusterError,
     LocalCluster,
@@ -326,7 +326,7 @@ def test_a_taken_port_names_the_component_and_stops_what_was_started(tmp_path: P
 @pytest.mark.cluster
 def test_cli_cluster_runs_detached_is_reused_and_down_stops_everything(tmp_path: Path) -> None:
     workdir = tmp_path / "cli-cluster"
-    cli = [sys.executable, "-m", "hybridrec_operator.cluster_cli"]
+    cli = [sys.executable, "-m", "hybridrec_local.cluster_cli"]
     t0 = time.monotonic()
     up = subprocess.run([*cli, "up", "--workdir", str(workdir)], capture_output=True, text=True, timeout=300)
     try:

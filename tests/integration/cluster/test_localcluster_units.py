@@ -13,7 +13,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hybridrec_operator.localcluster import (
+from hybridrec_local.localcluster import (
     CONFIG_DIR,
     ClusterState,
     LocalCluster,
@@ -134,7 +134,7 @@ def _running(pid: int) -> bool:
 def _start_sleeper_from_a_child_python(workdir: Path, die: bool) -> int:
     """A short-lived Python process starts `sleep` through LocalCluster.start_process and exits; returns sleep's PID."""
     code = (
-        "import sys; from hybridrec_operator.localcluster import LocalCluster\n"
+        "import sys; from hybridrec_local.localcluster import LocalCluster\n"
         f"p = LocalCluster({str(workdir)!r}).start_process('sleeper', ['sleep', '60'], die_with_parent={die})\n"
         "print(p.pid)\n"
     )

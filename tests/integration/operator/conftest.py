@@ -1,6 +1,6 @@
 """Fixtures for the operator against the real local control plane (API server, scheduler, controller-manager, kwok).
 
-One operator process (``python -m hybridrec_operator.operator_cli run --standalone``) serves each test module;
+One operator process (``python -m hybridrec_operator.cli.operator run --standalone``) serves each test module;
 tests that need it stopped or replaced (kill -9, peering, RBAC) stop it and the next test gets it back. Its log
 goes to a temp file whose tail is attached to the report of any failing test.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from operator_harness import OPERATORS, ROOT, SAMPLES, Kube, OperatorProcess, wait_for
 
-from hybridrec_operator.localcluster import LocalCluster, tail
+from hybridrec_local.localcluster import LocalCluster, tail
 
 
 @pytest.fixture(scope="session")

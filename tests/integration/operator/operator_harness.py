@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator.localcluster import LocalCluster, free_ports, tail
+from hybridrec_local.localcluster import LocalCluster, free_ports, tail
 from support.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -47,11 +47,11 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         self.metrics_port = free_ports(1)[0]
-        if self.via_kopf:  # plain `kopf run -m hybridrec_operator.handlers`, configured through the environment
-            argv = [sys.executable, "-m", "kopf", "run", "-A", "-m", "hybridrec_operator.handlers", *self.args]
+        if self.via_kopf:  # plain `kopf run -m hybridrec_operator.controller.handlers`, configured through the environment
+            argv = [sys.executable, "-m", "kopf", "run", "-A", "-m", "hybridrec_operator.controller.handlers", *self.args]
             env = {**self.env, "HYBRIDREC_METRICS_PORT": str(self.metrics_port), "HYBRIDREC_METRICS_ADDRESS": "127.0.0.1"}
         else:
-            argv = [sys.executable, "-m", "hybridrec_operator.operator_cli", "run", *self.args,
+            argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", *self.args,
                     "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
             env = self.env
         self.proc = self.cluster.start_process(self.name, argv, env=env, log_path=self.log, die_with_parent=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridrec_operator.localcluster import LocalCluster
+from hybridrec_local.localcluster import LocalCluster
 
 from operator_harness import MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
 

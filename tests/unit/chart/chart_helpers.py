@@ -82,7 +82,7 @@ def exposed_names(registry: "CollectorRegistry") -> set[str]:
 
 def known_metrics() -> set[str]:
     """Every series name the operator and the model server export (the only names dashboards and alerts may use)."""
-    from hybridrec_operator.metrics import REGISTRY
+    from hybridrec_operator.controller.metrics import REGISTRY
     from hybridrec_server.metrics import GPU_METRIC_NAMES, ServerMetrics
 
     return exposed_names(REGISTRY) | exposed_names(ServerMetrics("ns", "m", "p").registry) | set(GPU_METRIC_NAMES)

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from chart_helpers import CHART, known_metrics, run
 
-from hybridrec_operator.dashboards import metric_names
+from hybridrec_local.dashboards import metric_names
 
 KNOWN_METRICS = known_metrics()
 

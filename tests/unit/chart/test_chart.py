@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hybridrec_operator import render
-from hybridrec_operator.api import parse_rmd
+from hybridrec_operator.core import render
+from hybridrec_operator.api.models import parse_rmd
 from chart_helpers import CHART, KUBE_VERSION, ROOT, by_kind, objects, run, template
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))

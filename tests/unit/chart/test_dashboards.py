@@ -10,7 +10,7 @@ import pytest
 import yaml
 from chart_helpers import CHART, known_metrics, run
 
-from hybridrec_operator import dashboards
+from hybridrec_local import dashboards
 
 DASHBOARD_DIR = CHART / "dashboards"
 EVERYTHING = {"namespace": ".*", "model": ".*", "pool": ".*"}

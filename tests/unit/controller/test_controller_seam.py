@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kopf._core.intents.causes import Activity
 
-from hybridrec_operator import cost_controller, handlers
-from hybridrec_operator.api import parse_pool, parse_rmd
-from hybridrec_operator.cost_controller import (
+from hybridrec_operator.controller import cost_controller, handlers
+from hybridrec_operator.api.models import parse_pool, parse_rmd
+from hybridrec_operator.controller.cost_controller import (
     ClusterSnapshot,
     ControllerConfig,
     ControllerState,
@@ -26,7 +26,7 @@ from hybridrec_operator.cost_controller import (
     plan_round,
     verdict_counts,
 )
-from hybridrec_operator.observe import DataState, ModelObservation, Observation, PoolObservation, Reading
+from hybridrec_operator.controller.observe import DataState, ModelObservation, Observation, PoolObservation, Reading
 
 ROOT = Path(__file__).resolve().parents[3]
 POOLS = [parse_pool(d) for d in yaml.safe_load_all((ROOT / "manifests/samples/pools.yaml").read_text()) if d]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator import metrics as m
-from hybridrec_operator.api import parse_pool, parse_rmd
-from hybridrec_operator.cost_controller import (
+from hybridrec_operator.controller import metrics as m
+from hybridrec_operator.api.models import parse_pool, parse_rmd
+from hybridrec_operator.controller.cost_controller import (
     ClusterSnapshot,
     ControllerConfig,
     ControllerState,
@@ -22,7 +22,7 @@ from hybridrec_operator.cost_controller import (
     observed_condition_patch,
     plan_round,
 )
-from hybridrec_operator.observe import MISSING, DataState, ModelObservation, Observation, PoolObservation, Reading
+from hybridrec_operator.controller.observe import MISSING, DataState, ModelObservation, Observation, PoolObservation, Reading
 
 ROOT = Path(__file__).resolve().parents[3]
 POOLS = [parse_pool(d) for d in yaml.safe_load_all((ROOT / "manifests/samples/pools.yaml").read_text()) if d]

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import httpx
 import pytest
 
-from hybridrec_operator.observe import (
+from hybridrec_operator.controller.observe import (
     DataState,
     HttpPromClient,
     PrometheusUnavailable,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hybridrec_operator.podrunner import (
+from hybridrec_local.podrunner import (
     PodTarget,
     ServerProcess,
     container_env,

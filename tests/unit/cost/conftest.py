@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from cost_builders import SAMPLES
 
-from hybridrec_operator.api import ComputePool
-from hybridrec_operator.planner import PoolState, clear_solution_cache
-from hybridrec_operator.simulate import parse_objects
+from hybridrec_operator.api.models import ComputePool
+from hybridrec_operator.core.planner import PoolState, clear_solution_cache
+from hybridrec_operator.sim.simulate import parse_objects
 
 
 @pytest.fixture(scope="session")

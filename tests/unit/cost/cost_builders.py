@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hybridrec_operator.api import ComputePoolSpec, RecModelDeploymentSpec
-from hybridrec_operator.planner import ModelState
+from hybridrec_operator.api.models import ComputePoolSpec, RecModelDeploymentSpec
+from hybridrec_operator.core.planner import ModelState
 
 SAMPLES = Path(__file__).resolve().parents[3] / "manifests" / "samples" / "simulate"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridrec_operator.capacity_model import CapacityModel, headroom_for
+from hybridrec_operator.core.capacity_model import CapacityModel, headroom_for
 
 
 def feed(model: CapacityModel, pairs: list[tuple[float, float]], replicas: int = 4, t0: float = 0.0, step: float = 30.0) -> float:

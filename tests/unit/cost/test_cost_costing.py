@@ -10,9 +10,9 @@ import typer
 from cost_builders import SAMPLES, pool_spec
 from typer.testing import CliRunner
 
-from hybridrec_operator.api import Budget, Economics
-from hybridrec_operator.cost_cli import cost_app
-from hybridrec_operator.costing import (
+from hybridrec_operator.api.models import Budget, Economics
+from hybridrec_operator.cli.cost import cost_app
+from hybridrec_operator.core.costing import (
     CurrencyMismatchError,
     Money,
     SpendTracker,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hybridrec_operator.api import ScheduledEvent
-from hybridrec_operator.forecast import Sample, demand_to_cover, event_multiplier, fit_trend, forecast, lead_seconds
+from hybridrec_operator.api.models import ScheduledEvent
+from hybridrec_operator.core.forecast import Sample, demand_to_cover, event_multiplier, fit_trend, forecast, lead_seconds
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
 
@@ -66,7 +66,7 @@ def test_demand_to_cover_never_drops_below_what_is_served_now() -> None:
 
 
 def test_headroom_follows_the_forecasts_own_errors() -> None:
-    from hybridrec_operator.forecast import ForecastErrors
+    from hybridrec_operator.core.forecast import ForecastErrors
 
     smooth, noisy = ForecastErrors(min_errors=5), ForecastErrors(min_errors=5)
     assert smooth.headroom(default=0.05) == 0.05  # no evidence yet

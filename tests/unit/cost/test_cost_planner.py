@@ -12,11 +12,11 @@ from cost_builders import model, model_spec, pool_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hybridrec_operator import planner
-from hybridrec_operator.api import ComputePoolSpec, GpuSpec, Pricing, Sensitivity, Tenancy
-from hybridrec_operator.costing import CurrencyMismatchError
-from hybridrec_operator.planner import SENSITIVITY_WEIGHT, Allocation, AllocatorMemory, ModelState, PoolState, allocate
-from hybridrec_operator.sensitivity import pool_admits
+from hybridrec_operator.core import planner
+from hybridrec_operator.api.models import ComputePoolSpec, GpuSpec, Pricing, Sensitivity, Tenancy
+from hybridrec_operator.core.costing import CurrencyMismatchError
+from hybridrec_operator.core.planner import SENSITIVITY_WEIGHT, Allocation, AllocatorMemory, ModelState, PoolState, allocate
+from hybridrec_operator.core.sensitivity import pool_admits
 
 
 def spend(alloc: Allocation, models: list[ModelState], pools: list[PoolState]) -> float:

@@ -10,9 +10,9 @@ import typer
 from cost_builders import SAMPLES
 from typer.testing import CliRunner
 
-from hybridrec_operator.api import ComputePool, RecModelDeployment
-from hybridrec_operator.cost_cli import simulate_command
-from hybridrec_operator.simulate import Trace, parse_objects, parse_trace_csv, simulate, summary_rows, trace_to_csv, write_plots
+from hybridrec_operator.api.models import ComputePool, RecModelDeployment
+from hybridrec_operator.cli.cost import simulate_command
+from hybridrec_operator.sim.simulate import Trace, parse_objects, parse_trace_csv, simulate, summary_rows, trace_to_csv, write_plots
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from hybridrec_operator.demo import (
+from hybridrec_local.demo import (
     SCENARIO_FILE,
     LoadSnapshot,
     _status_line,
@@ -21,7 +21,7 @@ from hybridrec_operator.demo import (
     running_replicas,
     window_stats,
 )
-from hybridrec_operator.report import ModelInfo, Timeline
+from hybridrec_local.report import ModelInfo, Timeline
 
 MODELS = [ModelInfo("account-recs", "default", "restricted", 50.0), ModelInfo("homepage-recs", "default", "internal", 80.0, True)]
 
@@ -106,7 +106,7 @@ def test_window_stats_rates_and_p95() -> None:
 
 
 def _timeline() -> Timeline:
-    from hybridrec_operator.report import FlashSale, PoolInfo
+    from hybridrec_local.report import FlashSale, PoolInfo
 
     pools = [PoolInfo("onprem-a100", "private", 0.9, "USD", "reserved"), PoolInfo("aws-spot-l4", "public", 1.2, "USD", "spot")]
     return Timeline(started_at="x", real_seconds=240, start_hour=4, currency="USD", pools=pools, models=list(MODELS),
@@ -145,7 +145,7 @@ def test_live_view_and_status_line_before_any_sample() -> None:
 
 
 def test_live_view_shows_operator_text_literally() -> None:
-    from hybridrec_operator.report import DecisionRecord
+    from hybridrec_local.report import DecisionRecord
 
     sc = load_scenario(SCENARIO_FILE)
     tl = _timeline()

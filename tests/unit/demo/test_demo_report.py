@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridrec_operator.demo import POOLS_FILE, pool_infos
-from hybridrec_operator.report import (
+from hybridrec_local.demo import POOLS_FILE, pool_infos
+from hybridrec_local.report import (
     PLOTS,
     DecisionRecord,
     FlashSale,

@@ -8,8 +8,8 @@ import random
 import pytest
 import yaml
 
-from hybridrec_operator.api import ScheduledEvent, parse_pool, parse_rmd
-from hybridrec_operator.demo import (
+from hybridrec_operator.api.models import ScheduledEvent, parse_pool, parse_rmd
+from hybridrec_local.demo import (
     MODELS_FILE,
     POOLS_FILE,
     SCENARIO_FILE,
@@ -184,7 +184,7 @@ def test_rendered_samples_are_valid_resources_with_the_demo_overrides() -> None:
 
 
 def test_render_models_refuses_a_missing_architecture() -> None:
-    from hybridrec_operator.demo import DemoError
+    from hybridrec_local.demo import DemoError
 
     sc = load_scenario(SCENARIO_FILE)
     with pytest.raises(DemoError, match="no matrix-factorization artifact"):

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from hybridrec_operator.api import parse_pool, parse_rmd
-from hybridrec_operator.render import build_deployment
+from hybridrec_operator.api.models import parse_pool, parse_rmd
+from hybridrec_operator.core.render import build_deployment
 
 REPO = Path(__file__).resolve().parents[3]
 POLICY = REPO / "manifests" / "policy" / "sensitive-placement.yaml"

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from hybridrec_operator import crds
-from hybridrec_operator.api import ComputePool, RecModelDeployment
+from hybridrec_operator.api import crds
+from hybridrec_operator.api.models import ComputePool, RecModelDeployment
 
 CORPUS = Path(__file__).parent / "bad_crs"
 FILES = sorted(CORPUS.glob("*.yaml"))

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridrec_operator.api import ComputePool, parse_pool, parse_rmd
-from hybridrec_operator.capacity import (
+from hybridrec_operator.api.models import ComputePool, parse_pool, parse_rmd
+from hybridrec_operator.core.capacity import (
     matches,
     node_ready,
     pod_gpus,
@@ -21,7 +21,7 @@ from hybridrec_operator.capacity import (
     unschedulable_since,
     views_for_model,
 )
-from hybridrec_operator.placement import plan_placement
+from hybridrec_operator.core.placement import plan_placement
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator import crds
-from hybridrec_operator.api import MAX_MODEL_NAME, MAX_POOL_NAME, ComputePool, RecModelDeployment
+from hybridrec_operator.api import crds
+from hybridrec_operator.api.models import MAX_MODEL_NAME, MAX_POOL_NAME, ComputePool, RecModelDeployment
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "manifests" / "crds"
-REGENERATE = "regenerate with: ~/.cache/hybridrec/venv/bin/python -m hybridrec_operator.crds"
+REGENERATE = "regenerate with: ~/.cache/hybridrec/venv/bin/python -m hybridrec_operator.api.crds"
 
 # Keywords a structural schema may use (apiextensions v1 JSONSchemaProps minus the non-structural ones).
 ALLOWED_KEYS = {

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator import handlers
-from hybridrec_operator.api import parse_pool
-from hybridrec_operator.handlers import ModelSnapshot, claim_pods, decide
+from hybridrec_operator.controller import handlers
+from hybridrec_operator.api.models import parse_pool
+from hybridrec_operator.controller.handlers import ModelSnapshot, claim_pods, decide
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -219,7 +219,7 @@ def test_config_from_environment() -> None:
 
 
 def test_per_pool_views_equal_the_whole_cluster_views() -> None:
-    from hybridrec_operator import capacity
+    from hybridrec_operator.core import capacity
 
     label = lambda model, pool: {"hybridrec.io/model": model, "hybridrec.io/pool": pool}  # noqa: E731
     pods = [gpu_pod("fill", "onprem-a100-0", 3), gpu_pod("x", "aws-spot-l4-1", 2, label("trending", "aws-spot-l4"), "default"),

@@ -9,7 +9,7 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from hybridrec_operator.kube import MAX_DELAY, classify, contained, exactly, needs_apply, object_path, retry_delay
+from hybridrec_operator.controller.kube import MAX_DELAY, classify, contained, exactly, needs_apply, object_path, retry_delay
 
 
 def api_error(status: int, message: str = "boom", headers: dict[str, str] | None = None) -> ApiException:

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hybridrec_operator import handlers
-from hybridrec_operator.handlers import CONTROLLER_TRIGGER, PeeringGate, WorkQueue
+from hybridrec_operator.controller import handlers
+from hybridrec_operator.controller.handlers import CONTROLLER_TRIGGER, PeeringGate, WorkQueue
 
 
 def test_keys_coalesce_and_are_never_processed_twice_at_once() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator import handlers, metrics
-from hybridrec_operator.api import parse_pool, parse_rmd
-from hybridrec_operator.handlers import (
+from hybridrec_operator.controller import handlers, metrics
+from hybridrec_operator.api.models import parse_pool, parse_rmd
+from hybridrec_operator.controller.handlers import (
     CONTROLLER_TRIGGER,
     ControllerVerdict,
     ModelSnapshot,

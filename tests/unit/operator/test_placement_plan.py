@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hybridrec_operator.api import SENSITIVE, ComputePoolSpec, RecModelDeploymentSpec, Sensitivity, Tenancy
-from hybridrec_operator.placement import (
+from hybridrec_operator.api.models import SENSITIVE, ComputePoolSpec, RecModelDeploymentSpec, Sensitivity, Tenancy
+from hybridrec_operator.core.placement import (
     SPOT_INTERRUPTION_PENALTY,
     PoolView,
     allowed_pools,
@@ -18,7 +18,7 @@ from hybridrec_operator.placement import (
     effective_price,
     plan_placement,
 )
-from hybridrec_operator.sensitivity import pool_admits
+from hybridrec_operator.core.sensitivity import pool_admits
 
 ALL = ["public", "internal", "confidential", "restricted"]
 

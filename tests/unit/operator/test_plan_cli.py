@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from hybridrec_operator.placement_cli import load_objects, plan_all, plan_command
+from hybridrec_operator.cli.plan import load_objects, plan_all, plan_command
 
 SAMPLES = Path(__file__).resolve().parents[3] / "manifests" / "samples"
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator.api import ComputePool, RecModelDeployment, parse_pool, parse_rmd
-from hybridrec_operator.placement import PoolView, plan_placement
-from hybridrec_operator.render import (
+from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse_pool, parse_rmd
+from hybridrec_operator.core.placement import PoolView, plan_placement
+from hybridrec_operator.core.render import (
     build_children,
     build_deployment,
     build_pdb,

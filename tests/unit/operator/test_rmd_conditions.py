@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hybridrec_operator.api import Condition, RecModelDeploymentSpec
-from hybridrec_operator.conditions import RMD_CONDITION_TYPES, as_status, get_condition, rmd_conditions, set_condition, timestamp
-from hybridrec_operator.placement import PoolView, plan_placement
+from hybridrec_operator.api.models import Condition, RecModelDeploymentSpec
+from hybridrec_operator.core.conditions import RMD_CONDITION_TYPES, as_status, get_condition, rmd_conditions, set_condition, timestamp
+from hybridrec_operator.core.placement import PoolView, plan_placement
 
 from test_placement_plan import model_spec, sample_views
 

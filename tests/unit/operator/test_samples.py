@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator.api import CapacityType, Sensitivity, Tenancy, parse_pool, parse_rmd
-from hybridrec_operator.placement import PoolView, desired_replicas, plan_placement
+from hybridrec_operator.api.models import CapacityType, Sensitivity, Tenancy, parse_pool, parse_rmd
+from hybridrec_operator.core.placement import PoolView, desired_replicas, plan_placement
 
 SAMPLES = Path(__file__).resolve().parents[3] / "manifests" / "samples"
 

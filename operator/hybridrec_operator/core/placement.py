@@ -1,0 +1,343 @@
+"""Where one model's replicas go: the pure per-model placement planner (no I/O).
+
+Hard rules come from ``sensitivity.pool_admits`` only; everything else is preference. Allowed pools are ordered
+preferred first (in the order listed), then by effective price per GPU-hour (spot carries an interruption penalty),
+ties broken private first; replicas fill that order in whole replicas within each pool's free capacity, and a
+``budget.maxPerHour`` caps the spend. What cannot be placed is reported as a shortfall: a rule is never relaxed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol, TypeVar
+
+from hybridrec_operator.api.models import CapacityType, ComputePoolSpec, RecModelDeploymentSpec, Tenancy
+from hybridrec_operator.core.sensitivity import pool_admits
+
+# A spot GPU-hour is worth a bit less than an on-demand one: it can be taken back (restart, cold model load).
+SPOT_INTERRUPTION_PENALTY = 0.05
+DEFAULT_CURRENCY = "USD"
+_PRICE_TIE = 1e-9
+
+
+class NamedPool(Protocol):
+    """Anything with a pool name and a ComputePoolSpec: ``ComputePool``, ``PoolView``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spec(self) -> ComputePoolSpec: ...
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """One pool as one model sees it right now."""
+
+    name: str
+    spec: ComputePoolSpec
+    free_gpus: int  # GPUs this model may take: min(quota left, free node room); its own pods count as available
+    replica_slots: int | None = None  # whole replicas that fit on the nodes; None: free_gpus // gpus_per_replica
+
+    def capacity(self, gpus_per_replica: int) -> int:
+        """Whole replicas of ``gpus_per_replica`` GPUs this pool can take for the model."""
+        by_gpus = max(0, self.free_gpus) // max(1, gpus_per_replica)
+        return by_gpus if self.replica_slots is None else max(0, min(self.replica_slots, by_gpus))
+
+
+@dataclass(frozen=True)
+class PoolAssignment:
+    pool: str
+    tenancy: Tenancy
+    replicas: int
+    cost_per_hour: float
+    currency: str
+    reason: str
+    price_per_gpu_hour: float = 0.0
+    capacity_type: CapacityType = CapacityType.ON_DEMAND
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    assignments: tuple[PoolAssignment, ...]  # only pools with replicas > 0, in fill order (preferred, then cheapest)
+    wanted: int
+    placed: int
+    shortfall: int
+    budget_limited: bool
+    excluded: Mapping[str, str]  # pool -> why the model may not run there
+    problems: tuple[str, ...]  # spec problems only the operator can see (a preferred pool that does not exist)
+    summary: str
+    budget_shortfall: int = 0  # replicas the capacity would take but the budget does not
+    currency: str = DEFAULT_CURRENCY
+    allowed: tuple[str, ...] = ()  # pools the model may run on, in fill order
+    budget_per_hour: float | None = None  # budget.maxPerHour the plan was capped by, in ``currency``
+
+    def replicas_by_pool(self) -> dict[str, int]:
+        return {a.pool: a.replicas for a in self.assignments}
+
+    @property
+    def cost_per_hour(self) -> float:
+        """Spend per hour of the whole plan, in ``currency`` (every assigned pool is priced in it)."""
+        return round(sum(a.cost_per_hour for a in self.assignments), 6)
+
+    @property
+    def private_replicas(self) -> int:
+        return sum(a.replicas for a in self.assignments if a.tenancy == Tenancy.PRIVATE)
+
+    @property
+    def public_replicas(self) -> int:
+        return sum(a.replicas for a in self.assignments if a.tenancy == Tenancy.PUBLIC)
+
+
+def model_currency(spec: RecModelDeploymentSpec) -> str:
+    """The currency a model accounts in: its budget's, else its economics', else USD."""
+    if spec.budget is not None:
+        return spec.budget.currency
+    if spec.economics is not None:
+        return spec.economics.currency
+    return DEFAULT_CURRENCY
+
+
+def effective_price(pool_spec: ComputePoolSpec) -> float:
+    """Price per GPU-hour used to rank pools: the list price, plus a small interruption penalty on spot."""
+    price = pool_spec.pricing.price_per_gpu_hour
+    if pool_spec.pricing.capacity_type == CapacityType.SPOT:
+        price *= 1.0 + SPOT_INTERRUPTION_PENALTY
+    return price
+
+
+def desired_replicas(spec: RecModelDeploymentSpec, controller_target: int | None) -> int:
+    """Replicas to place: the pinned ``spec.replicas``, else the controller's target clamped to [min, max], else min."""
+    if spec.replicas is not None:
+        return spec.replicas
+    if controller_target is None:
+        return spec.scaling.min_replicas
+    return max(spec.scaling.min_replicas, min(spec.scaling.max_replicas, int(controller_target)))
+
+
+P = TypeVar("P", bound=NamedPool)
+
+
+def allowed_pools(spec: RecModelDeploymentSpec, pools: Sequence[P]) -> tuple[list[P], dict[str, str]]:
+    """Pools the model may run on (input order kept) and, for the others, why not."""
+    allowed: list[P] = []
+    excluded: dict[str, str] = {}
+    forbidden = set(spec.placement.forbidden_pools)
+    currency = model_currency(spec)
+    for pool in pools:
+        if pool.name in forbidden:
+            excluded[pool.name] = "listed in placement.forbiddenPools"
+            continue
+        ok, why = pool_admits(spec.data_sensitivity, pool.spec, allow_public_burst=spec.placement.allow_public_burst)
+        if not ok:
+            excluded[pool.name] = why
+            continue
+        if pool.spec.pricing.currency != currency:
+            excluded[pool.name] = f"priced in {pool.spec.pricing.currency} but the model accounts in {currency} (budget.currency)"
+            continue
+        allowed.append(pool)
+    return allowed, excluded
+
+
+def _tenancy_rank(view: PoolView) -> int:
+    return 0 if view.spec.tenancy == Tenancy.PRIVATE else 1
+
+
+def _tiers(spec: RecModelDeploymentSpec, views: Iterable[PoolView]) -> list[list[PoolView]]:
+    """Allowed pools grouped into tiers of equal rank (preferred position, effective price), best tier first."""
+    preferred = {name: i for i, name in enumerate(spec.placement.preferred_pools)}
+    keyed = sorted(
+        views,
+        key=lambda v: (preferred.get(v.name, len(preferred)), effective_price(v.spec), _tenancy_rank(v), v.name),
+    )
+    tiers: list[list[PoolView]] = []
+    last: tuple[int, float] | None = None
+    for view in keyed:
+        rank = (preferred.get(view.name, len(preferred)), effective_price(view.spec))
+        if last is not None and rank[0] == last[0] and abs(rank[1] - last[1]) <= _PRICE_TIE:
+            tiers[-1].append(view)
+        else:
+            tiers.append([view])
+        last = rank
+    return tiers
+
+
+@dataclass
+class _Fill:
+    counts: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # replicas left where they run on a price tie
+    notes: dict[str, str] = field(default_factory=dict)  # pool -> why it took no more ("full", "budget")
+
+    @property
+    def placed(self) -> int:
+        return sum(self.counts.values())
+
+
+def _fill(tiers: list[list[PoolView]], wanted: int, gpus: int, budget: float | None, current: Mapping[str, int]) -> _Fill:
+    """Greedy fill in tier order; inside a tier, replicas that already run stay put before anything new is added."""
+    fill = _Fill()
+    remaining = wanted
+    left = budget
+
+    def take(view: PoolView, limit: int) -> int:
+        nonlocal remaining, left
+        asked = min(limit, remaining)
+        room = view.capacity(gpus) - fill.counts.get(view.name, 0)
+        replica_cost = gpus * view.spec.pricing.price_per_gpu_hour
+        affordable = math.inf if left is None or replica_cost <= 0 else math.floor((left + 1e-9) / replica_cost)
+        n = int(max(0, min(asked, room, affordable)))
+        if n < asked:
+            fill.notes[view.name] = "budget" if affordable < min(asked, room) else "full"
+        if n:
+            fill.counts[view.name] = fill.counts.get(view.name, 0) + n
+            remaining -= n
+            if left is not None:
+                left -= n * replica_cost
+        return n
+
+    for tier in tiers:
+        if not remaining:
+            break
+        if len(tier) > 1:
+            for view in tier:
+                if current.get(view.name, 0) > 0:
+                    kept = take(view, current[view.name])
+                    if kept:
+                        fill.kept[view.name] = kept
+                    fill.notes.pop(view.name, None)
+        for view in sorted(tier, key=lambda v: (_tenancy_rank(v), -current.get(v.name, 0), v.name)):
+            if not remaining:
+                break
+            take(view, remaining)
+    return fill
+
+
+def _replicas(n: int) -> str:
+    return f"{n} replica" if n == 1 else f"{n} replicas"
+
+
+def plan_placement(
+    spec: RecModelDeploymentSpec,
+    pools: Sequence[PoolView],
+    wanted: int,
+    *,
+    current: Mapping[str, int] | None = None,
+) -> PlacementPlan:
+    """Place ``wanted`` replicas of one model on ``pools`` (views of free capacity for this model)."""
+    current = dict(current or {})
+    wanted = max(0, int(wanted))
+    gpus = spec.resources.gpus
+    currency = model_currency(spec)
+    names = {p.name for p in pools}
+    problems = tuple(f"preferred pool {p} does not exist" for p in spec.placement.preferred_pools if p not in names)
+    allowed, excluded = allowed_pools(spec, pools)
+    tiers = _tiers(spec, allowed)
+    budget = spec.budget.max_per_hour if spec.budget is not None else None
+    fill = _fill(tiers, wanted, gpus, budget, current)
+    budget_shortfall = 0
+    if budget is not None and fill.placed < wanted:
+        budget_shortfall = _fill(tiers, wanted, gpus, None, current).placed - fill.placed
+
+    preferred = set(spec.placement.preferred_pools)
+    order = [view for tier in tiers for view in tier]
+    assignments: list[PoolAssignment] = []
+    passed: list[str] = []  # why earlier pools in the order took no more, e.g. "private pool onprem-t4 full"
+    for view in order:
+        n = fill.counts.get(view.name, 0)
+        if n:
+            if view.name in preferred:
+                reason = "preferred pool"
+            elif not assignments and not passed:
+                reason = "cheapest allowed pool"
+            else:
+                reason = "next cheapest allowed pool"
+            if view.name in fill.kept:
+                reason += ", kept where it runs (price tie)"
+            if passed:
+                reason += ": " + ", ".join(passed)
+            price = view.spec.pricing.price_per_gpu_hour
+            assignments.append(
+                PoolAssignment(
+                    pool=view.name,
+                    tenancy=view.spec.tenancy,
+                    replicas=n,
+                    cost_per_hour=round(n * gpus * price, 6),
+                    currency=view.spec.pricing.currency,
+                    reason=reason,
+                    price_per_gpu_hour=price,
+                    capacity_type=view.spec.pricing.capacity_type,
+                )
+            )
+        note = fill.notes.get(view.name)
+        if note == "full":
+            passed.append(f"{view.spec.tenancy.value} pool {view.name} full")
+        elif note == "budget":
+            passed.append(f"budget {budget:.2f} {currency}/h reached at {view.name}")
+
+    placed = fill.placed
+    shortfall = wanted - placed
+    summary = _summary(spec, wanted, placed, assignments, passed, excluded, problems, order, budget_shortfall, currency)
+    return PlacementPlan(
+        assignments=tuple(assignments),
+        wanted=wanted,
+        placed=placed,
+        shortfall=shortfall,
+        budget_limited=budget_shortfall > 0,
+        excluded=MappingProxyType(dict(excluded)),
+        problems=problems,
+        summary=summary,
+        budget_shortfall=budget_shortfall,
+        currency=currency,
+        allowed=tuple(view.name for view in order),
+        budget_per_hour=budget,
+    )
+
+
+def _summary(
+    spec: RecModelDeploymentSpec,
+    wanted: int,
+    placed: int,
+    assignments: list[PoolAssignment],
+    passed: list[str],
+    excluded: Mapping[str, str],
+    problems: tuple[str, ...],
+    order: list[PoolView],
+    budget_shortfall: int,
+    currency: str,
+) -> str:
+    """One sentence a person understands."""
+    if wanted == 0:
+        head = "0 replicas wanted: nothing to place"
+    else:
+        parts = [
+            f"{a.replicas} on {a.pool} ({_kind_of(a)}, {a.price_per_gpu_hour:.2f} {a.currency}/GPU-h)" for a in assignments
+        ]
+        head = f"{_replicas(placed)}" if placed == wanted else f"{placed} of {_replicas(wanted)} placed"
+        if parts:
+            head += ": " + ", ".join(parts)
+    notes = list(passed)
+    shortfall = wanted - placed
+    if shortfall:
+        if not order:
+            notes.append(
+                f"no pool admits {spec.data_sensitivity.value} data"
+                + (" (" + "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items())) + ")" if excluded else "")
+            )
+        elif budget_shortfall:
+            notes.append(f"{_replicas(shortfall)} short, {budget_shortfall} of them for the budget of "
+                         f"{spec.budget.max_per_hour:.2f} {currency}/h")  # type: ignore[union-attr]
+        elif passed:
+            notes.append(f"{_replicas(shortfall)} short")
+        else:
+            notes.append(f"{_replicas(shortfall)} short: allowed pools are full ({', '.join(v.name for v in order)})")
+    notes.extend(problems)
+    return head + (": " + "; ".join(notes) if notes else "")
+
+
+def _kind_of(assignment: PoolAssignment) -> str:
+    if assignment.tenancy == Tenancy.PRIVATE and assignment.capacity_type != CapacityType.SPOT:
+        return "private"
+    return f"{assignment.tenancy.value} {assignment.capacity_type.value}"

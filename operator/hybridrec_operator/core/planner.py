@@ -1,0 +1,669 @@
+"""The global allocator: replicas per (model, pool) for every RecModelDeployment at once.
+
+Models compete for the same private GPUs, so one problem is solved for all of them each control interval:
+
+    minimise   sum cost(m, p) x[m, p]                      (replicas x GPUs x price per GPU-hour)
+             + sum penalty(m) unmet[m]                      (sensitive models' shortfall weighs more)
+             + small costs for moving replicas between pools
+    subject to sum_p x[m, p] + unmet[m] >= wanted[m]         (demand x (1 + headroom) / RPS per replica, min replicas)
+               sum_p x[m, p] <= maxReplicas (or the pinned count)
+               sum_m gpus[m] x[m, p] <= capacity[p]            (quota and free GPUs of the pool)
+               sum_p cost(m, p) x[m, p] <= budget.maxPerHour   (hard cap)
+               anti-flap limits on decreases and moves (below)
+
+Hard sensitivity rule: a forbidden (model, pool) pair has no variable at all, so no solver and no bug in a penalty
+can place data where ``sensitivity.pool_admits`` says it may not run.
+
+Anti-flapping: scale-up is immediate; a model's wanted count is the maximum of its recommendations over
+``spec.scaling.scaleDownStabilizationSeconds`` (like the HPA), so it scales down only once demand stayed low for the
+whole window; replicas move between pools only after a minimum dwell (per model since its last move, and per pool
+since replicas were last added there; only a shortfall of another model may cut the dwell short, never a saving), at
+most ``max_moves_per_interval`` per round across all models (hard), and
+make-before-break: a moved replica's source stays until the destination's start-up time has passed (or its pods are
+ready) when capacity and budget allow the overlap. Decreases beyond those limits happen only when a hard limit
+(capacity, budget, a pool that stopped admitting the model) leaves no alternative: they carry the largest penalty.
+
+Solver: ``scipy.optimize.milp`` (HiGHS) with a time limit; a greedy allocator takes over if it fails or runs out of
+time. Everything here is pure: state in, allocation and new state out.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from hybridrec_operator.api.models import ComputePoolSpec, RecModelDeploymentSpec, Sensitivity, Tenancy
+from hybridrec_operator.core.costing import CurrencyMismatchError
+from hybridrec_operator.core.sensitivity import pool_admits
+
+Direction = Literal["up", "down", "move", "hold"]
+SolverName = Literal["milp", "greedy"]
+
+# Unmet demand of a more sensitive model weighs more: it has nowhere else to go, so it gets private capacity first.
+SENSITIVITY_WEIGHT: Mapping[Sensitivity, int] = {
+    Sensitivity.PUBLIC: 1,
+    Sensitivity.INTERNAL: 2,
+    Sensitivity.CONFIDENTIAL: 4,
+    Sensitivity.RESTRICTED: 8,
+}
+DEFAULT_HEADROOM = 0.05
+# Tie-breaks far below any real price difference: equal prices -> private first, then preferred pools, then stay put.
+_PUBLIC_TIE = 1e-4
+_PREFERRED_TIE = 5e-5
+_DECREASE_TIE = 1e-6
+
+
+@dataclass(frozen=True)
+class PoolState:
+    name: str
+    spec: ComputePoolSpec
+    capacity_gpus: int  # GPUs hybridrec may use there now (min(quota, node allocatable)), all models together
+
+
+@dataclass(frozen=True)
+class ModelState:
+    key: str
+    spec: RecModelDeploymentSpec
+    demand_rps: float | None  # demand to cover (forecast); None = no fresh data -> hold current
+    rps_per_replica: float
+    current: Mapping[str, int]  # desired replicas per pool now (starting pods included)
+    pinned: int | None = None  # spec.replicas: the total is fixed by the user
+    ready: Mapping[str, int] | None = None  # ready replicas per pool; lets make-before-break finish early
+    p95_ms: float | None = None  # observed p95, only to phrase the decision
+    headroom: float | None = None  # overrides allocate(headroom=...) for this model (e.g. from capacity_model)
+
+
+@dataclass
+class AllocatorMemory:
+    """Anti-flap memory, pure data: pass the returned copy to the next round."""
+
+    recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # model -> (t, raw wanted)
+    last_scale_up: dict[str, float] = field(default_factory=dict)
+    last_move: dict[str, float] = field(default_factory=dict)
+    placed_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, pool) -> replicas last added
+    break_after: dict[str, float] = field(default_factory=dict)  # model -> no decreases before (make-before-break)
+
+
+@dataclass(frozen=True)
+class ModelAllocation:
+    key: str
+    replicas: dict[str, int]  # per pool; pools absent here get 0
+    wanted: int
+    placed: int
+    shortfall: int
+    budget_limited: bool
+    slo_at_risk: bool
+    direction: Direction
+    reason: str  # the event text, one sentence
+
+
+@dataclass(frozen=True)
+class Allocation:
+    models: dict[str, ModelAllocation]
+    solver: SolverName
+    solve_seconds: float
+
+
+class SolverFailed(RuntimeError):
+    """The MILP solver did not return a proven optimum in time."""
+
+
+# ------------------------------------------------------------------------------------------- the problem
+
+
+@dataclass(frozen=True)
+class _Problem:
+    models: Sequence[ModelState]
+    pools: Sequence[PoolState]
+    pairs: list[tuple[int, int]]  # admitted (model index, pool index)
+    cost: list[float]  # per pair: one replica per hour
+    wanted: list[int]
+    raw: list[int | None]  # per model: this round's recommendation before stabilisation
+    upper: list[int]
+    cur: list[int]  # per pair
+    down: list[int]  # per model: decrease allowed without penalty (stabilised scale-down)
+    move_cost: list[float | None]  # per pair: penalty per replica moved out this round; None = may not move
+    max_moves: int
+    budget: list[float | None]
+    gpus: list[int]
+    weight: list[int]
+    tie: list[float]  # per pair
+    unit: float  # penalty of one unmet replica of a public model, see _unit
+
+
+def admitted_pools(spec: RecModelDeploymentSpec, pools: Sequence[PoolState]) -> list[PoolState]:
+    """Pools the model may run on: the hard sensitivity rule, then ``placement.forbiddenPools``."""
+    allowed = []
+    for pool in pools:
+        ok, _ = pool_admits(spec.data_sensitivity, pool.spec, allow_public_burst=spec.placement.allow_public_burst)
+        if ok and pool.name not in spec.placement.forbidden_pools:
+            allowed.append(pool)
+    return allowed
+
+
+def wanted_replicas(demand_rps: float, rps_per_replica: float, headroom: float, min_replicas: int, max_replicas: int) -> int:
+    """ceil(demand x (1 + headroom) / RPS per replica), within [min, max]."""
+    need = math.ceil(max(demand_rps, 0.0) * (1.0 + headroom) / rps_per_replica - 1e-9) if rps_per_replica > 0 else max_replicas
+    return int(min(max(need, min_replicas), max_replicas))
+
+
+def _currency(pools: Sequence[PoolState], models: Sequence[ModelState]) -> str:
+    currencies = {p.spec.pricing.currency for p in pools}
+    if len(currencies) > 1:
+        raise CurrencyMismatchError(f"pools are priced in several currencies ({', '.join(sorted(currencies))}); no exchange rates")
+    currency = currencies.pop() if currencies else "USD"
+    for m in models:
+        if m.spec.budget and m.spec.budget.max_per_hour is not None and m.spec.budget.currency != currency:
+            raise CurrencyMismatchError(f"{m.key}: budget in {m.spec.budget.currency}, pools priced in {currency}")
+    return currency
+
+
+def _stabilised_wanted(
+    m: ModelState, raw: int | None, now: float, memory: AllocatorMemory
+) -> tuple[int, int, int]:
+    """(wanted, upper, down): the target total, the hard maximum and the decrease allowed this round."""
+    scaling = m.spec.scaling
+    cur_total = sum(m.current.values())
+    if m.pinned is not None:
+        return m.pinned, m.pinned, max(0, cur_total - m.pinned)
+    if raw is None:  # no fresh data: hold, never scale toward the minimum on missing metrics
+        hold = min(cur_total, scaling.max_replicas)
+        return hold, scaling.max_replicas, max(0, cur_total - hold)
+    window = [(t, r) for t, r in memory.recommendations.get(m.key, []) if now - t < scaling.scale_down_stabilization_seconds]
+    window.append((now, raw))
+    memory.recommendations[m.key] = window
+    wanted = max(r for _, r in window)
+    return wanted, scaling.max_replicas, max(0, cur_total - wanted)
+
+
+def _build(
+    models: Sequence[ModelState],
+    pools: Sequence[PoolState],
+    now: float,
+    memory: AllocatorMemory,
+    headroom: float,
+    max_moves: int,
+    min_dwell: float,
+    min_move_saving: float,
+) -> _Problem:
+    pairs: list[tuple[int, int]] = []
+    cost: list[float] = []
+    cur: list[int] = []
+    move_cost: list[float | None] = []
+    raws: list[int | None] = []
+    tie: list[float] = []
+    wanted: list[int] = []
+    upper: list[int] = []
+    down: list[int] = []
+    budget: list[float | None] = []
+    pool_index = {p.name: j for j, p in enumerate(pools)}
+    for i, m in enumerate(models):
+        g = m.spec.resources.gpus
+        allowed = {p.name for p in admitted_pools(m.spec, pools)}
+        scaling = m.spec.scaling
+        h = m.headroom if m.headroom is not None else headroom
+        raw = None if m.demand_rps is None else wanted_replicas(m.demand_rps, m.rps_per_replica, h, scaling.min_replicas, scaling.max_replicas)
+        # Replicas on pools that no longer admit the model are not "current" for anti-flap: they must go.
+        admitted_current = {p: n for p, n in m.current.items() if p in allowed and p in pool_index}
+        w, up, dn = _stabilised_wanted(
+            ModelState(m.key, m.spec, m.demand_rps, m.rps_per_replica, admitted_current, m.pinned), raw, now, memory
+        )
+        pending = _break_pending(m, now, memory)
+        # Held models and moves in flight are hard no-moves. Dwell is soft: only another model's shortfall (a penalty
+        # larger than any saving) justifies moving replicas early, so cost alone never makes replicas ping-pong.
+        can_move = m.demand_rps is not None and not pending
+        settled = now - memory.last_move.get(m.key, -math.inf) >= min_dwell
+        for name in sorted(allowed, key=lambda n: pool_index[n]):
+            j = pool_index[name]
+            spec = pools[j].spec
+            pairs.append((i, j))
+            cost.append(spec.pricing.price_per_gpu_hour * g)
+            cur.append(int(admitted_current.get(name, 0)))
+            young = now - memory.placed_at.get((m.key, name), -math.inf) < min_dwell
+            move_cost.append(None if not can_move else min_move_saving if settled and not young else math.inf)
+            t = _PUBLIC_TIE if spec.tenancy == Tenancy.PUBLIC else 0.0
+            t -= _PREFERRED_TIE if name in m.spec.placement.preferred_pools else 0.0
+            tie.append(t)
+        wanted.append(w)
+        raws.append(raw)
+        upper.append(up)
+        down.append(0 if pending else dn)
+        b = m.spec.budget.max_per_hour if m.spec.budget else None
+        budget.append(b)
+    unit = _unit(cost)
+    return _Problem(
+        unit=unit,
+        models=models,
+        pools=pools,
+        pairs=pairs,
+        cost=cost,
+        wanted=wanted,
+        raw=raws,
+        upper=upper,
+        cur=cur,
+        down=down,
+        move_cost=[unit if mc == math.inf else mc for mc in move_cost],
+        max_moves=max_moves,
+        budget=budget,
+        gpus=[m.spec.resources.gpus for m in models],
+        weight=[SENSITIVITY_WEIGHT[Sensitivity(m.spec.data_sensitivity)] for m in models],
+        tie=tie,
+    )
+
+
+def _unit(cost: Sequence[float]) -> float:
+    """More than any one replica costs, so covering demand always beats saving money (and breaking the dwell time
+    is worth it only to cover another model's demand)."""
+    return 2.0 * max(cost, default=1.0) + 1.0
+
+
+def _break_pending(m: ModelState, now: float, memory: AllocatorMemory) -> bool:
+    """A move is in flight: keep its source replicas until the destination is up (time passed or pods ready)."""
+    until = memory.break_after.get(m.key)
+    if until is None or now >= until:
+        return False
+    if m.ready is not None and all(m.ready.get(p, 0) >= n for p, n in m.current.items()):
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- solvers
+
+
+def _signature(problem: _Problem) -> tuple[object, ...]:
+    """Everything the MILP depends on, hashable: equal signatures have equal optimal solutions."""
+    return (
+        tuple(problem.pairs), tuple(problem.cost), tuple(problem.tie), tuple(problem.wanted), tuple(problem.upper),
+        tuple(problem.cur), tuple(problem.down), tuple(problem.move_cost), problem.max_moves, tuple(problem.budget),
+        tuple(problem.gpus), tuple(problem.weight), tuple(p.capacity_gpus for p in problem.pools), problem.unit,
+    )
+
+
+# HiGHS has ~10 ms of fixed cost per call even for a dozen variables; a steady cluster poses the same problem round
+# after round, so remember recent optima (the key is the whole problem, so this cannot change any answer).
+_SOLUTIONS: OrderedDict[tuple[object, ...], list[int]] = OrderedDict()
+_SOLUTIONS_MAX = 4096
+
+
+def clear_solution_cache() -> None:
+    """Forget memoised MILP solutions (tests that break the solver on purpose need this)."""
+    _SOLUTIONS.clear()
+
+
+def _solve_milp(problem: _Problem, time_limit: float) -> list[int]:
+    """Exact solution with HiGHS; raises ``SolverFailed`` unless optimal within ``time_limit``."""
+    key = _signature(problem)
+    if key in _SOLUTIONS:
+        _SOLUTIONS.move_to_end(key)
+        return list(_SOLUTIONS[key])
+    x = _solve_milp_uncached(problem, time_limit)
+    _SOLUTIONS[key] = list(x)
+    if len(_SOLUTIONS) > _SOLUTIONS_MAX:
+        _SOLUTIONS.popitem(last=False)
+    return x
+
+
+def _solve_milp_uncached(problem: _Problem, time_limit: float) -> list[int]:
+    n_m, n_p, n_x = len(problem.models), len(problem.pools), len(problem.pairs)
+    if n_x == 0:
+        return []
+    unit = problem.unit
+    forced = 100.0 * unit * max(SENSITIVITY_WEIGHT.values())
+    # Variables: x (n_x, integer) | unmet (n_m) | scale-down decrease (n_x) | moved-out (n_x) | forced decrease (n_m)
+    ox, ou, od, om, of = 0, n_x, n_x + n_m, 2 * n_x + n_m, 3 * n_x + n_m
+    n_var = 3 * n_x + 2 * n_m
+    c = np.zeros(n_var)
+    c[ox:ox + n_x] = np.array(problem.cost) + np.array(problem.tie)
+    c[ou:ou + n_m] = [unit * w for w in problem.weight]
+    c[od:od + n_x] = _DECREASE_TIE
+    c[om:om + n_x] = [mc or 0.0 for mc in problem.move_cost]
+    c[of:of + n_m] = forced
+    lb = np.zeros(n_var)
+    ub = np.full(n_var, np.inf)
+    for k, (i, j) in enumerate(problem.pairs):
+        ub[ox + k] = min(problem.upper[i], problem.pools[j].capacity_gpus // problem.gpus[i])
+        ub[od + k] = problem.cur[k]
+        ub[om + k] = problem.cur[k] if problem.move_cost[k] is not None else 0
+    rows: list[np.ndarray] = []
+    lo: list[float] = []
+    hi: list[float] = []
+
+    def row() -> np.ndarray:
+        r = np.zeros(n_var)
+        rows.append(r)
+        return r
+
+    for i in range(n_m):
+        ks = [k for k, (mi, _) in enumerate(problem.pairs) if mi == i]
+        r = row()  # coverage, with unmet slack
+        r[[ox + k for k in ks]] = 1
+        r[ou + i] = 1
+        lo.append(problem.wanted[i])
+        hi.append(np.inf)
+        r = row()  # max replicas / pinned total
+        r[[ox + k for k in ks]] = 1
+        lo.append(0)
+        hi.append(problem.upper[i])
+        if problem.budget[i] is not None:
+            r = row()
+            r[[ox + k for k in ks]] = [problem.cost[k] for k in ks]
+            lo.append(0)
+            hi.append(float(problem.budget[i]))  # type: ignore[arg-type]
+        r = row()  # scale-down decreases limited to the stabilised allowance (forced ones penalised)
+        r[[od + k for k in ks]] = 1
+        r[of + i] = -1
+        lo.append(-np.inf)
+        hi.append(problem.down[i])
+    for j in range(n_p):
+        ks = [k for k, (_, pj) in enumerate(problem.pairs) if pj == j]
+        if ks:
+            r = row()
+            r[[ox + k for k in ks]] = [problem.gpus[problem.pairs[k][0]] for k in ks]
+            lo.append(-np.inf)
+            hi.append(problem.pools[j].capacity_gpus)
+    for k in range(n_x):
+        if problem.cur[k]:
+            r = row()  # x + decrease + moved-out >= current: every replica removed is accounted for
+            r[ox + k] = 1
+            r[od + k] = 1
+            r[om + k] = 1
+            lo.append(problem.cur[k])
+            hi.append(np.inf)
+    r = row()
+    r[om:om + n_x] = 1
+    lo.append(-np.inf)
+    hi.append(problem.max_moves)
+    integrality = np.zeros(n_var)
+    integrality[ox:ox + n_x] = 1
+    res = milp(
+        c,
+        integrality=integrality,
+        bounds=Bounds(lb, ub),
+        constraints=LinearConstraint(np.array(rows), lo, hi),
+        options={"time_limit": max(time_limit, 1e-3), "mip_rel_gap": 1e-9, "presolve": True},
+    )
+    if res.status != 0 or res.x is None:
+        raise SolverFailed(f"HiGHS status {res.status}: {res.message}")
+    return [int(round(v)) for v in res.x[ox:ox + n_x]]
+
+
+def _solve_greedy(problem: _Problem) -> list[int]:
+    """Fallback: keep what runs, shed what hard limits require, scale down within the allowance (most expensive
+    first), then add replicas on the cheapest pool with room, most sensitive models first. Never moves replicas."""
+    x = list(problem.cur)
+    by_model: dict[int, list[int]] = {}
+    for k, (i, _) in enumerate(problem.pairs):
+        by_model.setdefault(i, []).append(k)
+
+    def used(j: int) -> int:
+        return sum(problem.gpus[i] * x[k] for k, (i, pj) in enumerate(problem.pairs) if pj == j)
+
+    def spend(i: int) -> float:
+        return sum(problem.cost[k] * x[k] for k in by_model.get(i, []))
+
+    def remove(i: int, count: int) -> None:
+        for k in sorted(by_model.get(i, []), key=lambda k: -(problem.cost[k] + problem.tie[k])):
+            take = min(count, x[k])
+            x[k] -= take
+            count -= take
+
+    for j in range(len(problem.pools)):  # a shrunken pool sheds the least sensitive models' replicas first
+        ks = sorted((k for k, (_, pj) in enumerate(problem.pairs) if pj == j), key=lambda k: problem.weight[problem.pairs[k][0]])
+        for k in ks:
+            while x[k] > 0 and used(j) > problem.pools[j].capacity_gpus:
+                x[k] -= 1
+    for i in by_model:
+        total = sum(x[k] for k in by_model[i])
+        remove(i, max(0, min(problem.down[i], total - problem.wanted[i]), total - problem.upper[i]))
+        if problem.budget[i] is not None:
+            while spend(i) > problem.budget[i] + 1e-9:  # type: ignore[operator]
+                remove(i, 1)
+    order = sorted(by_model, key=lambda i: (-problem.weight[i], i))
+    for i in order:
+        while sum(x[k] for k in by_model[i]) < problem.wanted[i]:
+            options = [
+                k
+                for k in by_model[i]
+                if used(problem.pairs[k][1]) + problem.gpus[i] <= problem.pools[problem.pairs[k][1]].capacity_gpus
+                and (problem.budget[i] is None or spend(i) + problem.cost[k] <= problem.budget[i] + 1e-9)  # type: ignore[operator]
+            ]
+            if not options:
+                break
+            x[min(options, key=lambda k: problem.cost[k] + problem.tie[k])] += 1
+    return x
+
+
+# ------------------------------------------------------------------------------------------ the allocator
+
+
+def allocate(
+    models: Sequence[ModelState],
+    pools: Sequence[PoolState],
+    now: float,
+    memory: AllocatorMemory,
+    *,
+    headroom: float = DEFAULT_HEADROOM,
+    time_limit: float = 1.0,
+    max_moves_per_interval: int = 2,
+    min_dwell_seconds: float = 120,
+    min_move_saving_per_hour: float = 0.05,
+    solver: Literal["auto", "greedy"] = "auto",
+) -> tuple[Allocation, AllocatorMemory]:
+    """One round of the global allocator; returns the allocation and the memory for the next round.
+
+    ``memory`` is not modified. Raises ``CurrencyMismatchError`` when pools (or a budget) use different currencies.
+    ``solver="greedy"`` skips the MILP (used to exercise the fallback and in tests).
+    """
+    _currency(pools, models)
+    memory = copy.deepcopy(memory)
+    problem = _build(models, pools, now, memory, headroom, max_moves_per_interval, min_dwell_seconds, min_move_saving_per_hour)
+    started = time.perf_counter()
+    used_solver: SolverName = "milp"
+    try:
+        if solver == "greedy":
+            raise SolverFailed("greedy requested")
+        x = _solve_milp(problem, time_limit)
+    except SolverFailed:
+        used_solver = "greedy"
+        x = _solve_greedy(problem)
+    elapsed = time.perf_counter() - started
+    targets = _targets(problem, x)
+    final = _make_before_break(problem, targets, now, memory)
+    used = {p.name: 0 for p in problem.pools}
+    for i, replicas in enumerate(final):
+        for name, n in replicas.items():
+            used[name] += n * problem.gpus[i]
+    result = {m.key: _describe(problem, i, targets[i], final[i], used, now, memory) for i, m in enumerate(problem.models)}
+    return Allocation(models=result, solver=used_solver, solve_seconds=elapsed), memory
+
+
+def _targets(problem: _Problem, x: Sequence[int]) -> list[dict[str, int]]:
+    targets: list[dict[str, int]] = [{} for _ in problem.models]
+    for k, (i, j) in enumerate(problem.pairs):
+        targets[i][problem.pools[j].name] = int(x[k])
+    return targets
+
+
+def _make_before_break(problem: _Problem, targets: list[dict[str, int]], now: float, memory: AllocatorMemory) -> list[dict[str, int]]:
+    """Keep moved replicas on their source pools until the destination is up, where capacity and budget allow.
+
+    Cheapest sources are kept first. When the freed GPUs are what a more sensitive model was given, the overlap does
+    not fit and the source goes at once: the model with nowhere else to go wins.
+    """
+    final = [dict(t) for t in targets]
+    pool_by_name = {p.name: p for p in problem.pools}
+    used = {p.name: 0 for p in problem.pools}
+    for i, t in enumerate(targets):
+        for name, n in t.items():
+            used[name] += n * problem.gpus[i]
+    for i, m in enumerate(problem.models):
+        cur = {name: n for name, n in m.current.items() if name in targets[i]}
+        moved = _moved(cur, targets[i])
+        if moved <= 0:
+            continue
+        g = problem.gpus[i]
+        price = {problem.pools[j].name: problem.cost[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
+        spend = sum(price[p] * n for p, n in final[i].items())
+        budget = problem.budget[i]
+        kept = 0
+        for p in sorted((p for p in cur if cur[p] > targets[i].get(p, 0)), key=lambda p: price[p]):
+            while kept < moved and final[i][p] < cur[p]:
+                fits = used[p] + g <= pool_by_name[p].capacity_gpus
+                affordable = budget is None or spend + price[p] <= budget + 1e-9
+                if not (fits and affordable):
+                    break
+                final[i][p] += 1
+                used[p] += g
+                spend += price[p]
+                kept += 1
+        if kept:
+            destinations = [p for p in targets[i] if targets[i][p] > cur.get(p, 0)]
+            startup = max((pool_by_name[p].spec.startup_seconds for p in destinations), default=0)
+            memory.break_after[m.key] = now + startup
+    return final
+
+
+def _moved(current: Mapping[str, int], target: Mapping[str, int]) -> int:
+    """Replicas that change pool: removals beyond the drop in the total."""
+    removed = sum(max(0, n - target.get(p, 0)) for p, n in current.items())
+    return removed - max(0, sum(current.values()) - sum(target.values()))
+
+
+def _describe(
+    problem: _Problem,
+    i: int,
+    target: dict[str, int],
+    final: dict[str, int],
+    used: Mapping[str, int],
+    now: float,
+    memory: AllocatorMemory,
+) -> ModelAllocation:
+    """``target`` is the plan; ``final`` adds make-before-break overlap and is what should run now."""
+    m = problem.models[i]
+    cur = {p: n for p, n in m.current.items() if n}
+    total_cur = sum(cur.values())
+    placed = sum(target.values())
+    for p, n in final.items():
+        if n > cur.get(p, 0):
+            memory.placed_at[(m.key, p)] = now
+    if placed > total_cur:
+        direction: Direction = "up"
+        memory.last_scale_up[m.key] = now
+    elif placed < total_cur:
+        direction = "down"
+    elif any(target.get(p, 0) != n for p, n in cur.items()):
+        direction = "move"
+    else:
+        direction = "hold"
+    if _moved({p: n for p, n in cur.items() if p in target}, target) > 0:
+        memory.last_move[m.key] = now
+    wanted = problem.wanted[i]
+    shortfall = max(0, wanted - placed)
+    pools = {p.name: p for p in problem.pools}
+    spend = sum(_replica_cost(pools[p], m) * n for p, n in target.items())
+    budget = problem.budget[i]
+    room = [
+        _replica_cost(p, m) for p in admitted_pools(m.spec, problem.pools) if p.capacity_gpus - used[p.name] >= m.spec.resources.gpus
+    ]
+    budget_limited = bool(budget is not None and shortfall > 0 and room and spend + min(room) > budget + 1e-9)
+    slo_at_risk = m.demand_rps is not None and placed * m.rps_per_replica < m.demand_rps
+    reason = _reason(problem, i, target, cur, used, direction, shortfall, budget_limited, slo_at_risk)
+    return ModelAllocation(
+        key=m.key,
+        replicas={**{p: 0 for p in cur}, **final},
+        wanted=wanted,
+        placed=placed,
+        shortfall=shortfall,
+        budget_limited=budget_limited,
+        slo_at_risk=slo_at_risk,
+        direction=direction,
+        reason=reason,
+    )
+
+
+def _replica_cost(pool: PoolState, m: ModelState) -> float:
+    return pool.spec.pricing.price_per_gpu_hour * m.spec.resources.gpus
+
+
+# --------------------------------------------------------------------------------------------- wording
+
+
+def _pool_words(pool: PoolState | None, name: str) -> str:
+    if pool is None:
+        return f"{name} (no longer admitted)"
+    price = pool.spec.pricing
+    return f"{name} ({pool.spec.tenancy.value}, {price.price_per_gpu_hour:.2f} {price.currency}/GPU-h)"
+
+
+def _plural(n: int, word: str = "replica") -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _reason(
+    problem: _Problem,
+    i: int,
+    target: Mapping[str, int],
+    current: Mapping[str, int],
+    used: Mapping[str, int],
+    direction: Direction,
+    shortfall: int,
+    budget_limited: bool,
+    slo_at_risk: bool,
+) -> str:
+    """One sentence saying what changed and why, e.g.
+    "p95 71 ms > SLO 50 ms, forecast 3,900 RPS: +2 replicas on aws-spot-l4 (public, 1.20 USD/GPU-h); private pool onprem-a100 full".
+
+    The RPS named is ``demand_rps``, the demand to cover (the forecast until new capacity is ready), not the rate
+    observed now: it is worded as a forecast.
+    """
+    m = problem.models[i]
+    pools = {p.name: p for p in problem.pools}
+    slo = m.spec.slo.p95_latency_ms
+    if m.pinned is not None:
+        cause = f"pinned to {_plural(m.pinned)}"
+    elif m.demand_rps is None:
+        cause = "no fresh metrics, holding the last allocation"
+    elif m.p95_ms is not None:
+        cause = f"p95 {m.p95_ms:.0f} ms {'>' if m.p95_ms > slo else '<='} SLO {slo} ms, forecast {m.demand_rps:,.0f} RPS"
+    else:
+        raw = problem.raw[i] if problem.raw[i] is not None else problem.wanted[i]
+        cause = f"forecast {m.demand_rps:,.0f} RPS needs {_plural(raw)} at {m.rps_per_replica:,.0f} RPS each"
+        if problem.wanted[i] > raw:
+            window = m.spec.scaling.scale_down_stabilization_seconds
+            cause += f" ({problem.wanted[i]} wanted within the {window} s stabilisation window)"
+    ups = {p: n - current.get(p, 0) for p, n in target.items() if n > current.get(p, 0)}
+    downs = {p: n - target.get(p, 0) for p, n in current.items() if n > target.get(p, 0)}
+    if direction == "hold":
+        text = f"{cause}: {_plural(sum(target.values()))} unchanged"
+    elif direction == "move":
+        before = sum(_replica_cost(pools[p], m) * n for p, n in current.items() if p in pools)
+        after = sum(_replica_cost(pools[p], m) * n for p, n in target.items())
+        src = ", ".join(f"{n} from {_pool_words(pools.get(p), p)}" for p, n in downs.items())
+        dst = ", ".join(f"{_pool_words(pools[p], p)}" for p in ups)
+        currency = problem.pools[0].spec.pricing.currency if problem.pools else "USD"
+        gain = f"saves {before - after:.2f} {currency}/h" if after < before else "frees capacity for more sensitive data"
+        text = f"moved {src} to {dst}: {gain}"
+    else:
+        changes = [f"+{_plural(n)} on {_pool_words(pools[p], p)}" for p, n in ups.items()]
+        changes += [f"-{_plural(n)} on {_pool_words(pools.get(p), p)}" for p, n in downs.items()]
+        text = f"{cause}: " + ", ".join(changes)
+    notes = []
+    if any(pools[p].spec.tenancy == Tenancy.PUBLIC for p in ups) or shortfall:
+        notes += [
+            f"private pool {p.name} full"
+            for p in admitted_pools(m.spec, problem.pools)
+            if p.spec.tenancy == Tenancy.PRIVATE and p.capacity_gpus - used[p.name] < m.spec.resources.gpus
+        ]
+    if budget_limited and m.spec.budget is not None:
+        notes.append(f"budget {m.spec.budget.max_per_hour:.2f} {m.spec.budget.currency}/h reached")
+    if shortfall:
+        notes.append(f"{_plural(shortfall)} short" + (", SLO at risk" if slo_at_risk else ""))
+    return "; ".join([text, *notes])
