@@ -38,7 +38,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   log "pip install (torch is several GB the first time; pip shows progress)"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install --progress-bar on "${editables[@]}" 2>&1 | grep -vE '^(Requirement already|  )' || true
-  "$VENV/bin/python" -c 'import torch, kopf, fastapi, moto' || { log "ERROR: pip install failed"; exit 1; }
+  "$VENV/bin/python" -c 'import torch, kopf, fastapi, moto, hybridrec_operator, hybridrec_server, hybridrec_local' || { log "ERROR: pip install failed"; exit 1; }
   # MovieLens 100K ships inside the recbole wheel; its own dependencies are not needed to read the file.
   "$VENV/bin/pip" install -q --no-deps "recbole==1.2.1"
   echo "$want" > "$stamp"
