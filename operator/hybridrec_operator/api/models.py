@@ -7,11 +7,13 @@ models refuse. Field names are camelCase on the wire (Kubernetes API conventions
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from kubernetes.utils.quantity import parse_quantity
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "hybridrec.io"
@@ -23,9 +25,22 @@ MAX_MODEL_NAME = 40
 MAX_POOL_NAME = 22
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Service name (what a RecModelDeployment name becomes) must be a DNS-1035 label: it starts with a letter.
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 CURRENCY = r"^[A-Z]{3}$"
-QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# Kubernetes' quantity grammar without a sign (a request is never negative): digits with an optional fraction, then a
+# binary suffix (Ki..Ei), a decimal suffix (n u m k M G T P E) or a decimal exponent. "1.2.3Gi" and "-1" do not match.
+QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]{1,3})?$"
+# Qualified names as Kubernetes validates label keys: optional DNS-subdomain prefix and '/', then a name of at most
+# 63 characters. Prefix length (<= 253) is checked by the length bound on the whole key.
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_QUALIFIED_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = rf"^({_DNS_SUBDOMAIN}/)?{_QUALIFIED_NAME}$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+MAX_LABEL_KEY = 253 + 1 + 63
+# Extended resources (what counts GPUs) are domain-prefixed qualified names outside the kubernetes.io namespace
+# (Kubernetes' IsExtendedResourceName): nvidia.com/gpu, amd.com/gpu... never cpu, memory, pods, hugepages-*.
+EXTENDED_RESOURCE = rf"^{_DNS_SUBDOMAIN}/{_QUALIFIED_NAME}$"
 MODEL_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]+)$"
 
 
@@ -35,6 +50,76 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
     if field_path:
         entry["fieldPath"] = field_path
     return entry
+
+
+# ------------------------------------------------------------------------------------- names and syntax
+# Each rule is written once as (CEL, message) and mirrored in Python, so the API server and the models agree.
+
+MODEL_NAME_MESSAGE = (
+    "a RecModelDeployment name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and "
+    "ending with a letter or digit (it becomes the name of the model's Service, Deployments, PDB and NetworkPolicy)"
+)
+POOL_NAME_MESSAGE = (
+    "a ComputePool name must be lowercase letters, digits and '-', starting and ending with a letter or digit "
+    "(it becomes part of the Deployment name <model>-<pool> and of the label hybridrec.io/pool)"
+)
+LABEL_KEY_MESSAGE = (
+    "nodeSelector keys must be valid label keys: an optional DNS subdomain prefix and '/', then at most 63 characters "
+    "of letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+)
+RESOURCE_NAME_MESSAGE = (
+    "gpu.resourceName must be an extended resource name such as nvidia.com/gpu: a domain prefix, '/', a name; "
+    "not cpu, memory, ephemeral-storage, pods, hugepages-* or anything in the kubernetes.io namespace"
+)
+QUANTITY_MESSAGE = "must be a positive Kubernetes quantity such as 500m, 2, 8Gi or 1.5G"
+
+
+def name_rules(message: str, pattern: str, limit: int, what: str) -> list[dict[str, str]]:
+    """Root CEL rules on ``metadata.name``: syntax and length, each with a message a person understands."""
+    return [
+        cel(f"self.metadata.name.matches('{pattern}')", message),
+        cel(f"size(self.metadata.name) <= {limit}", f"a {what} name has at most {limit} characters (child objects are "
+            f"named <model>-<pool> and must fit 63 characters)"),
+    ]
+
+
+def check_name(name: str, message: str, pattern: str, limit: int, what: str) -> None:
+    """Mirror of ``name_rules``: raises ``ValueError`` with the same messages."""
+    if not re.match(pattern, name):
+        raise ValueError(f"{message}; got {name!r}")
+    if len(name) > limit:
+        raise ValueError(f"a {what} name has at most {limit} characters (child objects are named <model>-<pool> and "
+                         f"must fit 63 characters)")
+
+
+def positive_quantity(value: Any) -> Any:
+    """``value`` if it is a Kubernetes quantity greater than zero in the strict grammar (mirror of the CEL rule)."""
+    if not isinstance(value, str):
+        return value  # the str type check reports it
+    try:
+        ok = bool(re.match(QUANTITY, value)) and parse_quantity(value) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{QUANTITY_MESSAGE}; got {value!r}")
+    return value
+
+
+# No OpenAPI pattern: the CEL rule carries the grammar, so the API server answers with the readable message only.
+Quantity = Annotated[
+    str,
+    BeforeValidator(positive_quantity),
+    Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(f"self.matches('{QUANTITY}') && isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+                    QUANTITY_MESSAGE)
+            ]
+        },
+    ),
+]
 
 
 class Sensitivity(StrEnum):
@@ -68,7 +153,10 @@ class Architecture(StrEnum):
 class ApiModel(BaseModel):
     """Base: camelCase on the wire, unknown fields refused (a typo in a CR is an error, not a silent default)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False)
+    # allow_inf_nan=False: JSON cannot carry them and no computation downstream is defined for them.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False, allow_inf_nan=False
+    )
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase, JSON-ready form used in manifests and status patches."""
@@ -79,16 +167,67 @@ class ApiModel(BaseModel):
 
 
 class Toleration(ApiModel):
-    key: Annotated[str, Field(max_length=253)] = ""
+    """A pod toleration, validated as Kubernetes validates one (so a bad pool fails here, not on every pod)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.operator != 'Exists' || size(self.value) == 0",
+                    "a toleration with operator Exists must not have a value", ".value"),
+                cel("size(self.key) > 0 || self.operator == 'Exists'",
+                    "a toleration without a key must use operator Exists (it then tolerates every taint)", ".operator"),
+            ]
+        }
+    )
+
+    key: Annotated[
+        str,
+        Field(
+            max_length=MAX_LABEL_KEY,
+            pattern=rf"^$|{LABEL_KEY}",
+            description="Taint key: empty (with operator Exists) or a valid label key.",
+        ),
+    ] = ""
     operator: Literal["Equal", "Exists"] = "Equal"
-    value: Annotated[str, Field(max_length=63)] = ""
+    value: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE, description="Taint value (a label value).")] = ""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] = ""
+
+    @model_validator(mode="after")
+    def _operator_rules(self) -> Toleration:
+        # Mirrors the CEL rules above (Kubernetes' validateTolerations).
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists must not have a value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without a key must use operator Exists (it then tolerates every taint)")
+        return self
 
 
 class GpuSpec(ApiModel):
-    resource_name: Annotated[str, Field(pattern=LABEL_KEY, description="Extended resource that counts GPUs.")] = "nvidia.com/gpu"
+    resource_name: Annotated[
+        str,
+        Field(
+            max_length=MAX_LABEL_KEY,
+            description="Extended resource that counts GPUs (domain-prefixed, e.g. nvidia.com/gpu).",
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(f"self.matches('{EXTENDED_RESOURCE}') && !self.contains('kubernetes.io/') && "
+                        "!self.startsWith('requests.')", RESOURCE_NAME_MESSAGE)
+                ]
+            },
+        ),
+    ] = "nvidia.com/gpu"
     model: Annotated[str, Field(max_length=63, description="GPU model, e.g. NVIDIA-A100-SXM4-80GB.")] = ""
     memory_gib: Annotated[int, Field(ge=0, le=1024, description="Memory per GPU in GiB.")] = 0
+
+    @field_validator("resource_name", mode="before")
+    @classmethod
+    def _extended(cls, value: Any) -> Any:
+        # Mirrors the CEL rule: Kubernetes' IsExtendedResourceName.
+        if isinstance(value, str) and (
+            not re.match(EXTENDED_RESOURCE, value) or "kubernetes.io/" in value or value.startswith("requests.")
+        ):
+            raise ValueError(f"{RESOURCE_NAME_MESSAGE}; got {value!r}")
+        return value
 
 
 class Pricing(ApiModel):
@@ -113,7 +252,18 @@ class ComputePoolSpec(ApiModel):
     tenancy: Tenancy
     provider: Annotated[str, Field(pattern=DNS_LABEL, max_length=63, description="Who runs the nodes: onprem, aws, gcp, azure...")]
     region: Annotated[str, Field(max_length=63)] = ""
-    node_selector: Annotated[dict[str, str], Field(description="Labels that select this pool's nodes.")] = Field(default_factory=dict)
+    node_selector: Annotated[
+        dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
+        Field(
+            max_length=64,
+            description="Labels that select this pool's nodes.",
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches('{LABEL_KEY}'))", LABEL_KEY_MESSAGE)
+                ]
+            },
+        ),
+    ] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     pricing: Pricing
@@ -122,6 +272,16 @@ class ComputePoolSpec(ApiModel):
         list[Sensitivity], Field(min_length=1, max_length=4, description="Data classes allowed to run here.")
     ]
     startup_seconds: Annotated[int, Field(ge=0, le=3600, description="Typical time to a ready pod, node provisioning included.")] = 60
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        # Mirrors the CEL rule on the map (OpenAPI cannot constrain map keys).
+        for key in value:
+            prefix = key.rsplit("/", 1)[0] if "/" in key else ""
+            if len(key) > MAX_LABEL_KEY or len(prefix) > 253 or not re.match(LABEL_KEY, key):
+                raise ValueError(f"{LABEL_KEY_MESSAGE}; got {key!r}")
+        return value
 
     @field_validator("allowed_sensitivity")
     @classmethod
@@ -164,14 +324,7 @@ class ComputePoolStatus(ApiModel):
 
 class ComputePool(ApiModel):
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    f"size(self.metadata.name) <= {MAX_POOL_NAME}",
-                    f"a ComputePool name has at most {MAX_POOL_NAME} characters (it becomes part of child object names)",
-                )
-            ]
-        }
+        json_schema_extra={"x-kubernetes-validations": name_rules(POOL_NAME_MESSAGE, DNS_LABEL, MAX_POOL_NAME, "ComputePool")}
     )
 
     api_version: Literal["hybridrec.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
@@ -186,9 +339,9 @@ class ComputePool(ApiModel):
 
     @model_validator(mode="after")
     def _name_fits(self) -> ComputePool:
-        # Mirrors the root CEL rule above.
-        if len(self.name) > MAX_POOL_NAME:
-            raise ValueError(f"a ComputePool name has at most {MAX_POOL_NAME} characters (it becomes part of child object names)")
+        # Mirrors the root CEL rules above. A nameless object (a spec checked on its own) has nothing to check.
+        if self.name:
+            check_name(self.name, POOL_NAME_MESSAGE, DNS_LABEL, MAX_POOL_NAME, "ComputePool")
         return self
 
 
@@ -204,8 +357,77 @@ class ModelArtifact(ApiModel):
 
 class Resources(ApiModel):
     gpus: Annotated[int, Field(ge=1, le=16, description="GPUs per replica.")] = 1
-    cpu: Annotated[str, Field(pattern=QUANTITY, description="CPU request per replica.")] = "2"
-    memory: Annotated[str, Field(pattern=QUANTITY, description="Memory request per replica.")] = "8Gi"
+    cpu: Annotated[Quantity, Field(description="CPU request per replica.")] = "2"
+    memory: Annotated[Quantity, Field(description="Memory request per replica.")] = "8Gi"
+
+
+# ------------------------------------------------------------------------------------ network peers
+# Who may call a confidential/restricted model: rendered into the model's NetworkPolicy (core/render.py).
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: Annotated[str, Field(min_length=1, max_length=MAX_LABEL_KEY, pattern=LABEL_KEY)]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: Annotated[list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector (matchLabels AND matchExpressions)."""
+
+    match_labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
+        Field(
+            max_length=32,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches('{LABEL_KEY}'))",
+                        "matchLabels keys must be valid label keys")
+                ]
+            },
+        ),
+    ] = Field(default_factory=dict)
+    match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=16)] = Field(default_factory=list)
+
+    @field_validator("match_labels")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if len(key) > MAX_LABEL_KEY or not re.match(LABEL_KEY, key):
+                raise ValueError(f"matchLabels keys must be valid label keys; got {key!r}")
+        return value
+
+
+class NetworkPeer(ApiModel):
+    """Clients allowed to call the model: pods matching ``podSelector`` in namespaces matching ``namespaceSelector``
+    (NetworkPolicy peer semantics: without ``namespaceSelector``, the model's own namespace)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.namespaceSelector) || has(self.podSelector)",
+                    "an allowed client needs a namespaceSelector, a podSelector or both")
+            ]
+        }
+    )
+
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> NetworkPeer:
+        if self.namespace_selector is None and self.pod_selector is None:
+            raise ValueError("an allowed client needs a namespaceSelector, a podSelector or both")
+        return self
 
 
 class Serving(ApiModel):
@@ -214,6 +436,14 @@ class Serving(ApiModel):
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
     max_batch_delay_ms: Annotated[int, Field(ge=0, le=1000)] = 5
     max_queue: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    allowed_clients: Annotated[
+        list[NetworkPeer] | None,
+        Field(
+            max_length=32,
+            description="Confidential/restricted models only accept traffic from these clients (and metrics scrapes "
+            "from the monitoring namespace); unset: pods of the model's own namespace.",
+        ),
+    ] = None
 
 
 class Slo(ApiModel):
@@ -261,9 +491,18 @@ class Scaling(ApiModel):
         return self
 
 
+# Upper bounds of every amount and count in the API. They are far above any real deployment and small enough that
+# products of them (replicas x GPUs x price, people x hours x rate...) stay finite floats: no input the schema
+# admits makes placement or costing overflow.
+MAX_PER_HOUR = 1e9
+MAX_PER_MONTH = 1e12
+MAX_AMOUNT = 1e9  # a unit price, rate or value
+MAX_COUNT = 1e12  # GPUs, hours, people, requests, TPS
+
+
 class Budget(ApiModel):
-    max_per_hour: Annotated[float | None, Field(ge=0)] = None
-    max_per_month: Annotated[float | None, Field(ge=0)] = None
+    max_per_hour: Annotated[float | None, Field(ge=0, le=MAX_PER_HOUR)] = None
+    max_per_month: Annotated[float | None, Field(ge=0, le=MAX_PER_MONTH)] = None
     currency: Annotated[str, Field(pattern=CURRENCY)] = "USD"
 
 
@@ -296,34 +535,34 @@ class Placement(ApiModel):
 
 
 class TrainingCost(ApiModel):
-    gpus: Annotated[float, Field(ge=0)] = 0
-    hours: Annotated[float, Field(ge=0)] = 0
-    price_per_gpu_hour: Annotated[float, Field(ge=0)] = 0
+    gpus: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
+    hours: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
+    price_per_gpu_hour: Annotated[float, Field(ge=0, le=MAX_AMOUNT)] = 0
 
 
 class DeploymentCost(ApiModel):
     """One-off cost of deploying: GPUs x load-test throughput (TPS) x unit cost per GPU-TPS."""
 
-    gpus: Annotated[float, Field(ge=0)] = 0
-    tps: Annotated[float, Field(ge=0)] = 0
-    unit_cost: Annotated[float, Field(ge=0)] = 0
+    gpus: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
+    tps: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
+    unit_cost: Annotated[float, Field(ge=0, le=MAX_AMOUNT)] = 0
 
 
 class MaintenanceCost(ApiModel):
     """Upkeep: people (or units) x hours x rate per hour."""
 
-    people: Annotated[float, Field(ge=0)] = 0
-    hours: Annotated[float, Field(ge=0)] = 0
-    rate_per_hour: Annotated[float, Field(ge=0)] = 0
+    people: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
+    hours: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
+    rate_per_hour: Annotated[float, Field(ge=0, le=MAX_AMOUNT)] = 0
 
 
 class BusinessValue(ApiModel):
     """Benefit = requests x click-through rate x conversion rate x value per conversion."""
 
-    requests: Annotated[float, Field(ge=0)] = 0
+    requests: Annotated[float, Field(ge=0, le=MAX_COUNT)] = 0
     click_through_rate: Annotated[float, Field(ge=0, le=1)] = 0
     conversion_rate: Annotated[float, Field(ge=0, le=1)] = 0
-    value_per_conversion: Annotated[float, Field(ge=0)] = 0
+    value_per_conversion: Annotated[float, Field(ge=0, le=MAX_AMOUNT)] = 0
 
 
 class Economics(ApiModel):
@@ -413,12 +652,7 @@ class RecModelDeploymentStatus(ApiModel):
 class RecModelDeployment(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    f"size(self.metadata.name) <= {MAX_MODEL_NAME}",
-                    f"a RecModelDeployment name has at most {MAX_MODEL_NAME} characters (child objects are named <model>-<pool>)",
-                )
-            ]
+            "x-kubernetes-validations": name_rules(MODEL_NAME_MESSAGE, DNS_1035_LABEL, MAX_MODEL_NAME, "RecModelDeployment")
         }
     )
 
@@ -438,11 +672,9 @@ class RecModelDeployment(ApiModel):
 
     @model_validator(mode="after")
     def _name_fits(self) -> RecModelDeployment:
-        # Mirrors the root CEL rule above.
-        if len(self.name) > MAX_MODEL_NAME:
-            raise ValueError(
-                f"a RecModelDeployment name has at most {MAX_MODEL_NAME} characters (child objects are named <model>-<pool>)"
-            )
+        # Mirrors the root CEL rules above. A nameless object (a spec checked on its own) has nothing to check.
+        if self.name:
+            check_name(self.name, MODEL_NAME_MESSAGE, DNS_1035_LABEL, MAX_MODEL_NAME, "RecModelDeployment")
         return self
 
 

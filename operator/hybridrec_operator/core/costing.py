@@ -12,13 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import SupportsFloat
 
 from hybridrec_operator.api.models import Budget, ComputePoolSpec, Economics
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 SECONDS_PER_HOUR = Decimal(3600)
+MICRO_PLACES = 6
 
 
 class CurrencyMismatchError(ValueError):
@@ -104,11 +105,19 @@ class Money:
     def __float__(self) -> float:
         return float(self.amount)
 
+    def _quantized(self, places: int) -> Decimal:
+        # Enough precision for every integer digit: the default context (28 digits) raises InvalidOperation on the
+        # large amounts the API admits (e.g. people x hours x rate near their maxima).
+        if not self.amount.is_finite():
+            return self.amount
+        context = Context(prec=max(28, self.amount.adjusted() + places + 2))
+        return self.amount.quantize(Decimal(1).scaleb(-places), context=context)
+
     def rounded(self, places: int = 2) -> Money:
-        return Money(round(self.amount, places), self.currency)
+        return Money(self._quantized(places), self.currency)
 
     def __str__(self) -> str:
-        return f"{self.amount.quantize(Decimal('0.01')):,} {self.currency}"
+        return f"{self._quantized(2):,} {self.currency}"
 
 
 def money_sum(items: list[Money] | tuple[Money, ...], currency: str = "USD") -> Money:
@@ -271,9 +280,15 @@ def lifecycle(economics: Economics) -> Lifecycle:
     c = economics.currency
     t, d, m, b = economics.training, economics.deployment, economics.maintenance, economics.business_value
     d_ = to_decimal
+
+    def amount(value: Decimal) -> Money:
+        # To a millionth of the currency unit: below that an amount means nothing, and a cost of 1e-970 would make
+        # the ROI a ratio no float can hold.
+        return Money(value, c).rounded(MICRO_PLACES)
+
     return Lifecycle(
-        training=Money(d_(t.gpus) * d_(t.hours) * d_(t.price_per_gpu_hour), c),
-        deployment=Money(d_(d.gpus) * d_(d.tps) * d_(d.unit_cost), c),
-        maintenance=Money(d_(m.people) * d_(m.hours) * d_(m.rate_per_hour), c),
-        benefit=Money(d_(b.requests) * d_(b.click_through_rate) * d_(b.conversion_rate) * d_(b.value_per_conversion), c),
+        training=amount(d_(t.gpus) * d_(t.hours) * d_(t.price_per_gpu_hour)),
+        deployment=amount(d_(d.gpus) * d_(d.tps) * d_(d.unit_cost)),
+        maintenance=amount(d_(m.people) * d_(m.hours) * d_(m.rate_per_hour)),
+        benefit=amount(d_(b.requests) * d_(b.click_through_rate) * d_(b.conversion_rate) * d_(b.value_per_conversion)),
     )

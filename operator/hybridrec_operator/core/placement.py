@@ -176,6 +176,15 @@ class _Fill:
         return sum(self.counts.values())
 
 
+def _affordable(left: float | None, replica_cost: float) -> float:
+    """Whole replicas ``left`` (budget per hour) pays for; ``inf`` when unbounded. Total: a tiny price against a
+    large budget makes the ratio overflow to ``inf`` rather than raising in ``math.floor``."""
+    if left is None or replica_cost <= 0:
+        return math.inf
+    ratio = (max(0.0, left) + 1e-9) / replica_cost
+    return float(math.floor(ratio)) if math.isfinite(ratio) else math.inf
+
+
 def _fill(tiers: list[list[PoolView]], wanted: int, gpus: int, budget: float | None, current: Mapping[str, int]) -> _Fill:
     """Greedy fill in tier order; inside a tier, replicas that already run stay put before anything new is added."""
     fill = _Fill()
@@ -187,7 +196,7 @@ def _fill(tiers: list[list[PoolView]], wanted: int, gpus: int, budget: float | N
         asked = min(limit, remaining)
         room = view.capacity(gpus) - fill.counts.get(view.name, 0)
         replica_cost = gpus * view.spec.pricing.price_per_gpu_hour
-        affordable = math.inf if left is None or replica_cost <= 0 else math.floor((left + 1e-9) / replica_cost)
+        affordable = _affordable(left, replica_cost)
         n = int(max(0, min(asked, room, affordable)))
         if n < asked:
             fill.notes[view.name] = "budget" if affordable < min(asked, room) else "full"

@@ -17,7 +17,8 @@ CORPUS = Path(__file__).parent / "bad_crs"
 FILES = sorted(CORPUS.glob("*.yaml"))
 MODELS = {"ComputePool": ComputePool, "RecModelDeployment": RecModelDeployment}
 # Messages the API server writes itself (OpenAPI validation, strict field decoding); the others come from our CEL.
-SERVER_PHRASES = ("should be greater than or equal to", "Unsupported value", "should match", "unknown field")
+SERVER_PHRASES = ("should be greater than or equal to", "should be less than or equal to", "Unsupported value", "should match",
+                  "unknown field")
 
 
 def expectation(path: Path) -> str:
@@ -47,6 +48,11 @@ def test_corpus_covers_every_case() -> None:
         "negative-gpus", "min-above-max", "unknown-sensitivity", "malformed-uri", "public-burst-confidential",
         "preferred-and-forbidden", "public-pool-restricted", "event-ends-before-start", "name-too-long",
         "replicas-above-max", "unknown-field",
+        # issue 9: names every child can take, pools validated as Kubernetes would, bounded numbers, quantities.
+        "name-with-dot", "name-starts-with-digit", "pool-name-with-dot", "pool-gpu-resource-cpu",
+        "pool-gpu-resource-kubernetes-io", "pool-toleration-bad-key", "pool-toleration-exists-with-value",
+        "pool-toleration-empty-key-equal", "pool-node-selector-bad-key", "pool-node-selector-bad-value", "negative-cpu",
+        "memory-not-a-quantity", "budget-overflow", "allowed-client-without-selector",
     }
 
 
@@ -96,4 +102,18 @@ FIXES = {
     "name-too-long": lambda d: _set(d, "metadata.name", "a-recommendation-model-name-short"),
     "replicas-above-max": lambda d: _set(d, "spec.replicas", 10),
     "unknown-field": lambda d: _set(d, "spec.slo.p59LatencyMs", _DELETE),
+    "name-with-dot": lambda d: _set(d, "metadata.name", "recs-v2"),
+    "name-starts-with-digit": lambda d: _set(d, "metadata.name", "recs2"),
+    "pool-name-with-dot": lambda d: _set(d, "metadata.name", "onprem-a100"),
+    "pool-gpu-resource-cpu": lambda d: _set(d, "spec.gpu.resourceName", "nvidia.com/gpu"),
+    "pool-gpu-resource-kubernetes-io": lambda d: _set(d, "spec.gpu.resourceName", "amd.com/gpu"),
+    "pool-toleration-bad-key": lambda d: _set(d, "spec.tolerations", [{**d["spec"]["tolerations"][0], "key": "nvidia.com/gpu"}]),
+    "pool-toleration-exists-with-value": lambda d: _set(d, "spec.tolerations", [{**d["spec"]["tolerations"][0], "value": ""}]),
+    "pool-toleration-empty-key-equal": lambda d: _set(d, "spec.tolerations", [{"operator": "Exists"}]),
+    "pool-node-selector-bad-key": lambda d: _set(d, "spec.nodeSelector", {"example.com/gpu-pool": "a100"}),
+    "pool-node-selector-bad-value": lambda d: _set(d, "spec.nodeSelector", {"hybridrec.io/pool": "a100"}),
+    "negative-cpu": lambda d: _set(d, "spec.resources.cpu", "1"),
+    "memory-not-a-quantity": lambda d: _set(d, "spec.resources.memory", "1.5Gi"),
+    "budget-overflow": lambda d: _set(d, "spec.budget.maxPerHour", 1e6),
+    "allowed-client-without-selector": lambda d: _set(d, "spec.serving.allowedClients", [{"podSelector": {}}]),
 }

@@ -131,8 +131,34 @@ def test_bounds_enums_patterns_and_maps() -> None:
     event = spec["scaling"]["properties"]["schedule"]["items"]
     assert event["properties"]["start"] == {"type": "string", "format": "date-time"}
     pool = schema_of("ComputePool")["properties"]["spec"]["properties"]
-    assert pool["nodeSelector"]["type"] == "object" and pool["nodeSelector"]["additionalProperties"] == {"type": "string"}
+    assert pool["nodeSelector"]["type"] == "object" and pool["nodeSelector"]["additionalProperties"]["type"] == "string"
+    # Values are label values; keys (OpenAPI cannot constrain them) are checked by a CEL rule on the map.
+    assert pool["nodeSelector"]["additionalProperties"]["maxLength"] == 63
+    assert re.fullmatch(pool["nodeSelector"]["additionalProperties"]["pattern"].strip("^$"), "a.b_c-1")
+    assert any("k.matches(" in r["rule"] for r in pool["nodeSelector"]["x-kubernetes-validations"])
+    assert pool["nodeSelector"]["maxProperties"] == 64
     assert pool["allowedSensitivity"]["x-kubernetes-list-type"] == "set"
+
+
+@pytest.mark.parametrize("kind", ["ComputePool", "RecModelDeployment"])
+def test_every_number_in_the_spec_is_bounded(kind: str) -> None:
+    """Finding 5/6 of issue 9 (budget.maxPerHour: 1e308 overflowed): every number a person writes has a maximum."""
+    spec = schema_of(kind)["properties"]["spec"]
+    unbounded = [path for path, node in nodes(spec) if node["type"] in ("number", "integer") and "maximum" not in node]
+    assert unbounded == []
+
+
+def test_quantities_use_the_strict_grammar_and_cel() -> None:
+    resources = schema_of("RecModelDeployment")["properties"]["spec"]["properties"]["resources"]["properties"]
+    for name in ("cpu", "memory"):
+        node = resources[name]
+        [rule] = node["x-kubernetes-validations"]
+        pattern = re.compile(re.search(r"self.matches\('([^']*)'\)", rule["rule"]).group(1))
+        for good in ("2", "500m", "8Gi", "1.5G", "0.25", "1e3", "128974848", ".5"):
+            assert pattern.match(good), good
+        for bad in ("-1", "1.2.3Gi", "1Gib", "Gi", "1 Gi", "", "1.2.3", "+-1"):
+            assert not pattern.match(bad), bad
+        assert "isQuantity(self)" in rule["rule"] and "quantity(self).isGreaterThan(quantity('0'))" in rule["rule"]
 
 
 def test_status_is_typed_with_keyed_lists() -> None:
@@ -151,6 +177,7 @@ def all_rules(schema: dict[str, Any]) -> list[dict[str, str]]:
 def test_cel_rules_are_carried_from_the_models() -> None:
     rmd_rules = {r["rule"] for r in all_rules(schema_of("RecModelDeployment"))}
     assert f"size(self.metadata.name) <= {MAX_MODEL_NAME}" in rmd_rules
+    assert "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')" in rmd_rules  # a Service name: DNS-1035
     assert "self.minReplicas <= self.maxReplicas" in rmd_rules
     assert "self.end > self.start" in rmd_rules
     assert "!self.preferredPools.exists(p, p in self.forbiddenPools)" in rmd_rules
