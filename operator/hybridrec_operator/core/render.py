@@ -1,6 +1,8 @@
 """Child objects of a RecModelDeployment, as plain dicts (pure, dask-kubernetes style ``build_*``).
 
-One Deployment per pool with replicas (``<model>-<pool>``), one Service over all pools and one PodDisruptionBudget.
+One Deployment per pool with replicas (``<model>-<pool>``), one Service over all pools and one PodDisruptionBudget;
+for confidential/restricted models a NetworkPolicy (``build_network_policy``) admitting only the clients the spec
+names and the metrics scrape from the monitoring namespace.
 Every pod carries the pool's nodeSelector and tolerations plus a *required* node affinity on its tenancy; pods of
 confidential/restricted models require ``hybridrec.io/tenancy In [private]`` in every term, which the
 ValidatingAdmissionPolicy in ``manifests/policy/`` enforces again at admission.
@@ -10,9 +12,18 @@ Owner references are left to the caller (kopf.adopt); ``owner_reference`` builds
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-from hybridrec_operator.api.models import API_VERSION, SENSITIVE, ComputePool, RecModelDeployment, Tenancy
+from hybridrec_operator.api.models import (
+    API_VERSION,
+    SENSITIVE,
+    ComputePool,
+    LabelSelector,
+    NetworkPeer,
+    RecModelDeployment,
+    Tenancy,
+)
 from hybridrec_operator.core.placement import PlacementPlan
 from hybridrec_operator.core.sensitivity import pool_admits
 
@@ -28,6 +39,10 @@ PORT_NAME = "http"
 MODEL_CACHE_DIR = "/var/cache/hybridrec"
 RUN_AS = 10001
 TERMINATION_GRACE_SECONDS = 30
+# Where Prometheus runs, as a namespaceSelector: the label every namespace carries (Kubernetes >= 1.22).
+DEFAULT_MONITORING_NAMESPACE_SELECTOR: Mapping[str, str] = MappingProxyType(
+    {"kubernetes.io/metadata.name": "monitoring"}
+)
 
 
 def child_name(model: str, pool: str) -> str:
@@ -230,17 +245,67 @@ def build_pdb(rmd: RecModelDeployment) -> dict[str, Any]:
     }
 
 
+def _selector(selector: LabelSelector) -> dict[str, Any]:
+    """A LabelSelector in its wire form without empty fields (the API server omits them, so a drift check comparing
+    with the live object would see a difference forever); the empty selector stays ``{}`` (it means "all")."""
+    return {k: v for k, v in selector.to_wire().items() if v}
+
+
+def _peer(peer: NetworkPeer) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = _selector(peer.namespace_selector)
+    if peer.pod_selector is not None:
+        out["podSelector"] = _selector(peer.pod_selector)
+    return out
+
+
+def build_network_policy(
+    rmd: RecModelDeployment,
+    monitoring_namespace_selector: Mapping[str, str] = DEFAULT_MONITORING_NAMESPACE_SELECTOR,
+) -> dict[str, Any] | None:
+    """Ingress to a confidential/restricted model's pods: only ``serving.allowedClients`` (unset: pods of the model's
+    own namespace) and the metrics scrape from the monitoring namespace, both on the serving port (it also serves
+    ``/metrics``). ``None`` for public and internal models (no policy: they take traffic as any Service does).
+
+    Egress is left alone: the server must reach its artifact store, which the spec does not name.
+    """
+    if rmd.spec.data_sensitivity not in SENSITIVE:
+        return None
+    port = [{"protocol": "TCP", "port": rmd.spec.serving.port}]
+    clients = rmd.spec.serving.allowed_clients
+    peers = [_peer(p) for p in clients] if clients is not None else [{"podSelector": {}}]
+    ingress: list[dict[str, Any]] = []
+    if peers:
+        ingress.append({"from": peers, "ports": port})
+    ingress.append({"from": [{"namespaceSelector": {"matchLabels": dict(monitoring_namespace_selector)}}], "ports": port})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": rmd.name, "namespace": rmd.namespace, "labels": model_labels(rmd)},
+        "spec": {
+            "podSelector": {"matchLabels": model_selector(rmd)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
 def build_children(
     rmd: RecModelDeployment,
     plan: PlacementPlan,
     pools: Mapping[str, ComputePool],
     *,
     keep_pools: Iterable[str] = (),
+    network_policy: bool = False,
+    monitoring_namespace_selector: Mapping[str, str] = DEFAULT_MONITORING_NAMESPACE_SELECTOR,
 ) -> list[dict[str, Any]]:
     """Every child the plan implies: a Deployment per assigned pool, then the Service and the PDB.
 
     ``keep_pools``: pools whose Deployment should stay at 0 replicas rather than disappear (saves a re-create when
     the model comes back soon); pools that no longer exist or no longer admit the model are skipped.
+    ``network_policy``: also the NetworkPolicy of a confidential/restricted model (off until the controller has
+    the RBAC for networkpolicies and applies the kind).
     """
     children = [build_deployment(rmd, pools[a.pool], a.replicas) for a in plan.assignments if a.replicas > 0]
     assigned = {a.pool for a in plan.assignments if a.replicas > 0}
@@ -252,4 +317,6 @@ def build_children(
             children.append(build_deployment(rmd, pools[name], 0))
     children.append(build_service(rmd))
     children.append(build_pdb(rmd))
+    if network_policy and (policy := build_network_policy(rmd, monitoring_namespace_selector)) is not None:
+        children.append(policy)
     return children
