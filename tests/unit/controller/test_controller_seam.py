@@ -1,10 +1,11 @@
-"""The seam between the cost controller and the kopf handlers, without a cluster: the handlers load the controller,
-a round's targets and verdicts are handed over (and re-planned only when something the reconcile shows changed), and
-the reconcile then reports what the controller held back."""
+"""The seam between the cost controller and the reconciler, without a cluster: one startup builds both around one
+ControlSeam and stops the controller first, a round's targets and verdicts are handed over (and re-planned only when
+something the reconcile shows changed), and the reconcile then reports what the controller held back."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,18 +16,17 @@ import pytest
 import yaml
 from kopf._core.intents.causes import Activity
 
-from hybridrec_operator.controller import cost_controller, handlers
 from hybridrec_operator.api.models import parse_pool, parse_rmd
-from hybridrec_operator.controller.cost_controller import (
-    ClusterSnapshot,
-    ControllerConfig,
-    ControllerState,
-    ModelSnapshot,
-    hand_over,
-    plan_round,
-    verdict_counts,
-)
+from hybridrec_operator.controller import app, handlers
+from hybridrec_operator.controller.config import OperatorConfig
+from hybridrec_operator.controller.leader import AlwaysLeader
 from hybridrec_operator.controller.observe import DataState, ModelObservation, Observation, PoolObservation, Reading
+from hybridrec_operator.controller.runtime import Runtime
+from hybridrec_operator.controller.seam import ControlSeam
+from hybridrec_operator.core import decide
+from hybridrec_operator.core.cost_handover import verdict_counts
+from hybridrec_operator.core.cost_round import plan_round
+from hybridrec_operator.core.cost_types import ClusterSnapshot, ControllerConfig, ControllerState, ModelSnapshot, RoundResult
 
 ROOT = Path(__file__).resolve().parents[3]
 POOLS = [parse_pool(d) for d in yaml.safe_load_all((ROOT / "manifests/samples/pools.yaml").read_text()) if d]
@@ -68,32 +68,49 @@ def busy(rps: float, pools: dict[str, int]) -> Observation:
     return Observation(time=T0, models={("shop", "capped-recs"): model})
 
 
-class Seam:
-    """The three dicts the handlers read, as plain data."""
+class Seam(ControlSeam):
+    """The seam the reconcile reads, handing a round over for the one model of these tests."""
 
-    def __init__(self) -> None:
-        self.targets: dict[str, dict[str, int]] = {}
-        self.verdicts: dict[str, handlers.ControllerVerdict] = {}
-        self.slo: dict[str, tuple[bool | None, str, str]] = {}
-
-    def hand_over(self, result: cost_controller.RoundResult, live: set[str] | None = None) -> list[str]:
-        return hand_over(result.outcomes, {KEY} if live is None else live, self.targets, self.verdicts, self.slo)
+    def hand_over(self, result: RoundResult, live: set[str] | None = None) -> list[str]:
+        return self.publish(result.outcomes, {KEY} if live is None else live)
 
 
-def test_the_handlers_module_loads_the_controller_and_stops_it_first() -> None:
+def test_one_startup_builds_both_sides_and_stopping_ends_the_controller_loop_first() -> None:
     registry = kopf.get_default_registry()
     startup = [h.id for h in registry._activities.get_handlers(activity=Activity.STARTUP)]  # noqa: SLF001
     cleanup = [h.id for h in registry._activities.get_handlers(activity=Activity.CLEANUP)]  # noqa: SLF001
-    # Registered before the handlers' own: its loop stops before the runtime it reads is torn down.
-    assert startup.index("start_cost_controller") < startup.index("startup")
-    assert cleanup.index("stop_cost_controller") < cleanup.index("cleanup")
+    # One startup builds the seam, the runtime and the controller (the seam is handed to both); one cleanup stops them.
+    assert (startup, cleanup) == (["startup"], ["cleanup"]) and handlers.startup and handlers.cleanup
+
+    # The controller's loop stops before the runtime it reads is torn down.
+    async def scenario() -> list[str]:
+        stopped: list[str] = []
+
+        async def forever(name: str) -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                stopped.append(name)
+
+        seam = ControlSeam()
+        rt = Runtime(config=OperatorConfig(), kube=None, indices={}, loop=asyncio.get_running_loop(),  # type: ignore[arg-type]
+                     executor=concurrent.futures.ThreadPoolExecutor(1), seam=seam, leader=AlwaysLeader(), identity="unit")
+        seam.install(rt.request_replan)
+        rt.tasks = [asyncio.create_task(forever("worker")), asyncio.create_task(forever("resync"))]
+        op = app.Operator(runtime=rt, seam=seam, leader=AlwaysLeader(), cost_task=asyncio.create_task(forever("cost")))
+        await asyncio.sleep(0)
+        await op.stop()
+        assert not seam.request_replan(KEY)  # nothing queues into a stopped runtime
+        return stopped
+
+    assert asyncio.run(scenario()) == ["cost", "worker", "resync"]
 
 
 def test_the_controller_stays_off_without_a_prometheus_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HYBRIDREC_PROMETHEUS_URL", raising=False)
-    memo = kopf.Memo()
-    asyncio.run(cost_controller.start_cost_controller(memo=memo))
-    assert "cost_controller_task" not in memo and cost_controller.CONTROLLER is None
+    seam = ControlSeam()
+    task = asyncio.run(app._start_cost_controller(None, seam, AlwaysLeader()))  # type: ignore[arg-type]  # noqa: SLF001
+    assert task is None and seam.targets == {}
 
 
 def test_a_budget_cut_round_reaches_the_reconcile_as_a_verdict_and_the_conditions_tell_it() -> None:
@@ -103,12 +120,12 @@ def test_a_budget_cut_round_reaches_the_reconcile_as_a_verdict_and_the_condition
     assert out.budget_limited and out.shortfall > 0 and out.wanted == 2 + out.shortfall
     assert seam.hand_over(result) == [KEY]  # first verdict: re-plan so the conditions change now
     assert seam.targets[KEY] == {"onprem-t4": 2}
-    assert seam.verdicts[KEY] == handlers.ControllerVerdict(out.wanted, out.shortfall, True, out.message)
+    assert seam.verdicts[KEY] == decide.ControllerVerdict(out.wanted, out.shortfall, True, out.message)
     assert "forecast 70 RPS" in out.message  # the planner words the demand it plans for as a forecast
 
-    snap = handlers.ModelSnapshot(key=KEY, body=CAPPED, pools=POOLS, nodes=NODES, pods=[], own_pods=[], children={},
+    snap = decide.ModelSnapshot(key=KEY, body=CAPPED, pools=POOLS, nodes=NODES, pods=[], own_pods=[], children={},
                                   target=seam.targets[KEY], verdict=seam.verdicts[KEY])
-    decision = handlers.decide(snap, now=datetime(2025, 1, 1, tzinfo=UTC), trigger=handlers.CONTROLLER_TRIGGER, grace_seconds=60)
+    decision = decide.decide(snap, now=datetime(2025, 1, 1, tzinfo=UTC), trigger=decide.CONTROLLER_TRIGGER, grace_seconds=60)
     assert decision.status is not None
     conditions = {c["type"]: c for c in decision.status["conditions"]}
     assert conditions["BudgetLimited"]["status"] == "True" and conditions["Placed"]["reason"] == "BudgetLimited"
@@ -146,7 +163,7 @@ def test_a_budget_cut_round_reaches_the_reconcile_as_a_verdict_and_the_condition
 
     # The model is deleted: everything the handlers would read about it goes.
     seam.slo[KEY] = (False, "CapacityMeetsDemand", "fine")
-    assert seam.hand_over(cost_controller.RoundResult(T0 + 40, {}, None, 0.0), live=set()) == []
+    assert seam.hand_over(RoundResult(T0 + 40, {}, None, 0.0), live=set()) == []
     assert seam.targets == {} and seam.verdicts == {} and seam.slo == {}
 
 

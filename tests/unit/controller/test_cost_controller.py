@@ -10,17 +10,16 @@ import yaml
 
 from hybridrec_operator.controller import metrics as m
 from hybridrec_operator.api.models import parse_pool, parse_rmd
-from hybridrec_operator.controller.cost_controller import (
+from hybridrec_operator.controller.cost_metrics import MetricsPublisher
+from hybridrec_operator.core.cost_handover import events_for, observed_condition_patch
+from hybridrec_operator.core.cost_round import plan_round
+from hybridrec_operator.core.cost_types import (
     ClusterSnapshot,
     ControllerConfig,
     ControllerState,
-    MetricsPublisher,
     ModelSnapshot,
     RoundResult,
     build_snapshot,
-    events_for,
-    observed_condition_patch,
-    plan_round,
 )
 from hybridrec_operator.controller.observe import MISSING, DataState, ModelObservation, Observation, PoolObservation, Reading
 

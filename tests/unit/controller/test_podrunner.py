@@ -1,4 +1,4 @@
-"""podrunner.py pure parts: which pods get a server, with what environment, and what gets published."""
+"""The pod runner's pure parts (podtargets.py): which pods get a server, with what environment, and what gets published."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hybridrec_local.podrunner import (
+from hybridrec_local.podtargets import (
     PodTarget,
     ServerProcess,
     container_env,

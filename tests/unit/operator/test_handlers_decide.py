@@ -1,4 +1,4 @@
-"""The reconcile's decision step (handlers.decide) without a cluster: what it would write, and that re-running
+"""The reconcile's decision step (core.decide.decide) without a cluster: what it would write, and that re-running
 it against the result writes nothing."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator.controller import handlers
 from hybridrec_operator.api.models import parse_pool
-from hybridrec_operator.controller.handlers import ModelSnapshot, claim_pods, decide
+from hybridrec_operator.controller.config import OperatorConfig
+from hybridrec_operator.core.decide import ModelDecision, ModelSnapshot, decide, views_per_pool
+from hybridrec_operator.core.objects import claim_pods, compact_pod, requests_accelerators
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -53,7 +54,7 @@ def snapshot(body: dict[str, Any], *, pods: list[dict[str, Any]] | None = None,
                          children=children or {}, target=target)
 
 
-def as_live(decision: handlers.ModelDecision, body: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
+def as_live(decision: ModelDecision, body: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
     """The children and model as the API server would hold them after the decision was carried out."""
     children = {}
     for child in decision.applies:
@@ -202,20 +203,20 @@ def test_claims_stand_for_planned_replicas_whose_pods_are_not_seen_yet() -> None
 
 
 def test_compact_pods_carry_gpu_counts_as_ints() -> None:
-    pod = handlers.compact_pod({"metadata": {"name": "p", "namespace": "n", "labels": {"a": "b"}, "managedFields": [{}]},
+    pod = compact_pod({"metadata": {"name": "p", "namespace": "n", "labels": {"a": "b"}, "managedFields": [{}]},
                                 "spec": {"nodeName": "x", "containers": [{"name": "c", "image": "i", "resources": {
                                     "requests": {"cpu": "500m", "nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}}]},
                                 "status": {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"},
                                                                               {"type": "ContainersReady", "status": "True"}]}})
     assert pod["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "nvidia.com/gpu": 2}
     assert "managedFields" not in pod["metadata"] and [c["type"] for c in pod["status"]["conditions"]] == ["PodScheduled"]
-    assert handlers.requests_accelerators({"containers": [{"resources": {"limits": {"amd.com/gpu": "1"}}}]})
-    assert not handlers.requests_accelerators({"containers": [{"resources": {"requests": {"cpu": "1", "hugepages-2Mi": "1Gi"}}}]})
+    assert requests_accelerators({"containers": [{"resources": {"limits": {"amd.com/gpu": "1"}}}]})
+    assert not requests_accelerators({"containers": [{"resources": {"requests": {"cpu": "1", "hugepages-2Mi": "1Gi"}}}]})
 
 
 def test_config_from_environment() -> None:
-    cfg = handlers.OperatorConfig.from_env({"HYBRIDREC_METRICS_PORT": "9100", "HYBRIDREC_RESYNC_SECONDS": "5"})
-    assert cfg.metrics_port == 9100 and cfg.resync_seconds == 5.0 and cfg.workers == handlers.OperatorConfig().workers
+    cfg = OperatorConfig.from_env({"HYBRIDREC_METRICS_PORT": "9100", "HYBRIDREC_RESYNC_SECONDS": "5"})
+    assert cfg.metrics_port == 9100 and cfg.resync_seconds == 5.0 and cfg.workers == OperatorConfig().workers
 
 
 def test_per_pool_views_equal_the_whole_cluster_views() -> None:
@@ -228,5 +229,5 @@ def test_per_pool_views_equal_the_whole_cluster_views() -> None:
     pods[-1]["status"]["phase"] = "Pending"
     for stuck in (set(), {"aws-spot-l4"}):
         whole = capacity.views_for_model("default/trending", 1, POOLS, NODES, pods, stuck=stuck)
-        split = handlers.views_per_pool("default/trending", 1, POOLS, NODES, pods, stuck)
+        split = views_per_pool("default/trending", 1, POOLS, NODES, pods, stuck)
         assert split == whole

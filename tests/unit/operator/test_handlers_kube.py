@@ -9,7 +9,8 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from hybridrec_operator.controller.kube import MAX_DELAY, classify, contained, exactly, needs_apply, object_path, retry_delay
+from hybridrec_operator.controller.kube import MAX_DELAY, classify, object_path, retry_delay
+from hybridrec_operator.core.drift import contained, exactly, needs_apply
 
 
 def api_error(status: int, message: str = "boom", headers: dict[str, str] | None = None) -> ApiException:

@@ -1,17 +1,29 @@
-"""The operator's work queue and peering gate, without a cluster."""
+"""The operator's work queue, the seam's re-plan requests and the leadership gate of the workers, without a cluster."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-from collections.abc import Iterator
-from types import SimpleNamespace
+from typing import Any
 
-import pytest
+from hybridrec_operator.controller.config import OperatorConfig
+from hybridrec_operator.controller.runtime import Runtime
+from hybridrec_operator.controller.seam import ControlSeam
+from hybridrec_operator.controller.workqueue import WorkQueue
+from hybridrec_operator.core.decide import CONTROLLER_TRIGGER
 
-from hybridrec_operator.controller import handlers
-from hybridrec_operator.controller.handlers import CONTROLLER_TRIGGER, PeeringGate, WorkQueue
+
+class Switch:
+    """A leadership the test flips by hand."""
+
+    def __init__(self, is_leader: bool) -> None:
+        self.is_leader = is_leader
+
+
+def runtime(loop: asyncio.AbstractEventLoop | None, seam: ControlSeam, leader: Any) -> Runtime:
+    """A runtime without an API server: the queue, the seam and the leadership are real."""
+    return Runtime(config=OperatorConfig(), kube=None, indices={"hybridrec_rmds": {}, "hybridrec_pools": {}},  # type: ignore[arg-type]
+                   loop=loop, executor=None, seam=seam, leader=leader, identity="unit")  # type: ignore[arg-type]
 
 
 def test_keys_coalesce_and_are_never_processed_twice_at_once() -> None:
@@ -53,23 +65,34 @@ def test_forget_cancels_retries() -> None:
     assert asyncio.run(scenario()) == 0
 
 
-def test_peering_gate_follows_kopf_pause_and_resume() -> None:
-    async def scenario() -> list[bool]:
-        gate = PeeringGate(active=False)
-        logger = logging.getLogger(PeeringGate.LOGGER)
-        logger.addHandler(gate)
-        logger.setLevel(logging.INFO)
-        seen = [gate.active]
-        try:
-            logger.info("Resuming operations after the pause. Conflicting operators with the same priority are gone.")
-            seen.append(gate.active)
-            logger.info("Pausing operations in favour of [<Peer x: priority=9>].")
-            seen.append(gate.active)
-        finally:
-            logger.removeHandler(gate)
-        return seen
+def test_only_the_leader_reconciles_and_taking_over_replans_everything() -> None:
+    """The workers follow the leadership (a Lease, see test_leader.py): a standby drops what it takes, the leader
+    reconciles, and becoming leader queues every model and pool again."""
 
-    assert asyncio.run(scenario()) == [False, True, False]
+    async def scenario() -> list[Any]:
+        seen: list[str] = []
+        switch = Switch(False)
+        rt = runtime(asyncio.get_running_loop(), ControlSeam(), switch)
+        rt.indices = {"hybridrec_rmds": {("shop", "a"): [{}], ("shop", "b"): [{}]}, "hybridrec_pools": {"t4": [{}]}}
+
+        async def reconcile(item: str, trigger: str) -> None:
+            seen.append(f"{item}/{trigger}")
+
+        rt.reconcile = reconcile  # type: ignore[method-assign]
+        worker = asyncio.create_task(rt.worker())
+        rt.queue.add("rmd:shop/a", "created")
+        await asyncio.sleep(0.01)
+        standby = (list(seen), len(rt.queue))
+        switch.is_leader = True
+        rt.config = OperatorConfig(pool_status_delay=0.01)
+        rt.started_leading()
+        await asyncio.sleep(0.1)
+        worker.cancel()
+        return [standby, sorted(seen)]
+
+    standby, acted = asyncio.run(scenario())
+    assert standby == ([], 0)  # taken off the queue, not reconciled
+    assert acted == ["pool:t4/capacity", "rmd:shop/a/leader elected", "rmd:shop/b/leader elected"]
 
 
 def test_a_coalesced_key_keeps_the_most_important_trigger() -> None:
@@ -100,21 +123,16 @@ def test_a_delayed_retry_keeps_the_stronger_trigger_of_the_timers_it_merges() ->
     assert asyncio.run(scenario()) == ("rmd:a", CONTROLLER_TRIGGER)
 
 
-@pytest.fixture
-def restore_runtime() -> Iterator[None]:
-    """The test installs a stand-in runtime (just the loop and the queue request_replan touches); put back the real one."""
-    saved = handlers.RUNTIME
-    yield
-    handlers.RUNTIME = saved
+def test_request_replan_queues_at_once_on_the_loop_and_through_the_loop_from_threads() -> None:
+    seam = ControlSeam()
 
-
-def test_request_replan_queues_at_once_on_the_loop_and_through_the_loop_from_threads(restore_runtime: None) -> None:
     async def scenario() -> tuple[int, int, list[tuple[str, str]]]:
-        queue = WorkQueue()
-        handlers.RUNTIME = SimpleNamespace(loop=asyncio.get_running_loop(), queue=queue)  # type: ignore[assignment]
-        assert handlers.request_replan("shop/a", trigger=CONTROLLER_TRIGGER)
+        rt = runtime(asyncio.get_running_loop(), seam, Switch(True))
+        seam.install(rt.request_replan)
+        queue = rt.queue
+        assert seam.request_replan("shop/a", trigger=CONTROLLER_TRIGGER)
         on_loop = len(queue)  # queued before any other task could run
-        thread = threading.Thread(target=handlers.request_replan, args=("shop/b",), kwargs={"trigger": CONTROLLER_TRIGGER})
+        thread = threading.Thread(target=seam.request_replan, args=("shop/b",), kwargs={"trigger": CONTROLLER_TRIGGER})
         thread.start()
         thread.join()
         from_thread = len(queue)  # not yet: the loop has not run the callback
@@ -124,5 +142,5 @@ def test_request_replan_queues_at_once_on_the_loop_and_through_the_loop_from_thr
     on_loop, from_thread, taken = asyncio.run(scenario())
     assert (on_loop, from_thread) == (1, 1)
     assert taken == [("rmd:shop/a", CONTROLLER_TRIGGER), ("rmd:shop/b", CONTROLLER_TRIGGER)]
-    handlers.RUNTIME = None
-    assert handlers.request_replan("shop/a") is False  # the operator is not running in this process
+    seam.install(None)
+    assert seam.request_replan("shop/a") is False  # the operator is not running in this process

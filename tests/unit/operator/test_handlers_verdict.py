@@ -1,4 +1,4 @@
-"""The cost controller's verdict in the reconcile (handlers.decide/record), without a cluster.
+"""The cost controller's verdict in the reconcile (core.decide.decide, Runtime.record), without a cluster.
 
 A controller target that was already cut (budget cap, no room) must not read as "every wanted replica placed": the
 verdict restores the wanted count, so the conditions, the shortfall metric and lastDecision tell the truth.
@@ -15,15 +15,17 @@ from typing import Any
 import pytest
 import yaml
 
-from hybridrec_operator.controller import handlers, metrics
 from hybridrec_operator.api.models import parse_pool, parse_rmd
-from hybridrec_operator.controller.handlers import (
+from hybridrec_operator.controller import metrics
+from hybridrec_operator.controller.config import OperatorConfig
+from hybridrec_operator.controller.leader import AlwaysLeader
+from hybridrec_operator.controller.runtime import Runtime
+from hybridrec_operator.controller.seam import ControlSeam
+from hybridrec_operator.core.decide import (
     CONTROLLER_TRIGGER,
     ControllerVerdict,
+    ModelDecision,
     ModelSnapshot,
-    OperatorConfig,
-    PeeringGate,
-    Runtime,
     apply_verdict,
     decide,
 )
@@ -71,7 +73,7 @@ def snap(rmd: dict[str, Any], target: dict[str, int] | None, verdict: Controller
                          children=children or {}, target=target, verdict=verdict)
 
 
-def conds(decision: handlers.ModelDecision) -> dict[str, dict[str, Any]]:
+def conds(decision: ModelDecision) -> dict[str, dict[str, Any]]:
     assert decision.status is not None
     return {c["type"]: c for c in decision.status["conditions"]}
 
@@ -85,7 +87,7 @@ def shortfall_metric(name: str, sensitivity: str) -> float | None:
 def runtime() -> Runtime:
     """A runtime for ``record`` only: no API server, no loop, no workers."""
     return Runtime(config=OperatorConfig(), kube=None, indices={}, loop=None, executor=None,  # type: ignore[arg-type]
-                   gate=PeeringGate(active=True), identity="unit")
+                   seam=ControlSeam(), leader=AlwaysLeader(), identity="unit")
 
 
 def test_budget_held_back_replicas_make_the_model_budget_limited_not_fully_placed(runtime: Runtime) -> None:

@@ -1,0 +1,378 @@
+"""The operator's runtime: indexes -> snapshots, the reconcile (decide, then apply), the workers and the resync.
+
+* **Indexes.** kopf keeps in-memory indexes of Nodes, GPU/hybridrec Pods, ComputePools, RecModelDeployments and
+  the children (Deployments, Services, PodDisruptionBudgets labelled ``app.kubernetes.io/managed-by=hybridrec``).
+  Reconciles read these snapshots; they never list or get from the API server.
+* **One work queue, level-triggered.** Every watch event only *enqueues* a key (``rmd:<ns>/<name>`` or
+  ``pool:<name>``) into a de-duplicating queue; ``HYBRIDREC_WORKERS`` coroutines drain it. A model's reconcile
+  re-plans from scratch (``core.decide.decide``), server-side applies only the children that differ from the live
+  object, deletes Deployments of pools it no longer uses and patches status only when it changed. Re-running it
+  changes nothing. ONE cluster-wide resync loop (``HYBRIDREC_RESYNC_SECONDS``) instead of a per-object kopf timer.
+* **Leadership.** Only the leader (``controller/leader.py``) reconciles: the workers and the resync of a standby
+  replica drop what they take (its watches stay warm); the new leader re-plans everything when it takes over.
+* Failures are retried by the queue with the backoff ``kube.classify`` gives (``kopf.TemporaryError``);
+  ``kopf.PermanentError`` waits for the next change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from hybridrec_operator.api.models import API_VERSION, ComputePool, parse_pool
+from hybridrec_operator.controller import metrics
+from hybridrec_operator.controller.config import OperatorConfig
+from hybridrec_operator.controller.kube import Kube, api_message, classify, retry_delay
+from hybridrec_operator.controller.seam import ControlSeam
+from hybridrec_operator.controller.workqueue import WorkQueue
+from hybridrec_operator.core import capacity
+from hybridrec_operator.core.decide import ModelDecision, ModelSnapshot, decide, pool_status, validation_message
+from hybridrec_operator.core.objects import (
+    POOL_KIND,
+    RMD_KIND,
+    claim_pods,
+    fresher,
+    meta_of,
+    model_key,
+    model_of,
+    placements_of,
+)
+
+log = logging.getLogger("hybridrec.operator")
+
+GROUP_VERSION = API_VERSION  # hybridrec.io/v1alpha1
+LEADER_TRIGGER = "leader elected"
+
+
+class Leadership(Protocol):
+    """Whether this replica may act now (``leader.LeaderElector`` or ``leader.AlwaysLeader``)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+
+@dataclass
+class Runtime:
+    """The operator's process-wide state, created at startup."""
+
+    config: OperatorConfig
+    kube: Kube
+    indices: Mapping[str, Any]
+    loop: asyncio.AbstractEventLoop
+    executor: concurrent.futures.ThreadPoolExecutor
+    seam: ControlSeam
+    leader: Leadership
+    identity: str
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # Our own writes, so a reconcile running before the watch shows them does not write again.
+    written: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)  # (kind, ns, name) -> body
+    planned: dict[str, dict[str, int]] = field(default_factory=dict)  # model key -> pool -> replicas
+    avoid: dict[str, dict[str, float]] = field(default_factory=dict)  # model key -> pool -> avoid until (monotonic)
+    metric_labels: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
+    fingerprints: dict[str, Any] = field(default_factory=dict)  # node name -> what capacity depends on
+    shortfall: set[str] = field(default_factory=set)  # models with CapacityShortfall
+    desired: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # last rendered children
+    writes: int = 0
+
+    # ---- entry points for the seam, the leader and the cost controller ---------------------------------------
+    def request_replan(self, key: str, trigger: str = "controller", delay: float = 0.0) -> None:
+        """Queue a re-plan of ``<namespace>/<name>``; thread-safe (installed into the seam at startup).
+
+        Called on the operator's event loop (the cost controller's rounds) the key is queued at once, so no worker
+        can apply a target just set under another trigger before this one is queued.
+        """
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:  # a plain thread
+            on_loop = False
+        if on_loop:
+            self.queue.add(f"rmd:{key}", trigger, delay)
+        else:
+            self.loop.call_soon_threadsafe(self.queue.add, f"rmd:{key}", trigger, delay)
+
+    def started_leading(self) -> None:
+        """This replica became the leader: re-plan every model and pool (events seen while standing by were
+        dropped, and the previous leader may have died mid-reconcile)."""
+        self.replan_models(LEADER_TRIGGER)
+        self.replan_pools()
+
+    def model_keys(self) -> list[str]:
+        return [model_key(ns, name) for ns, name in list(self._index("hybridrec_rmds"))]
+
+    def remember_written(self, body: Mapping[str, Any]) -> None:
+        """An object written outside the reconcile (the cost controller's status patch): reconciles read it until
+        the watch shows something at least as fresh."""
+        meta = meta_of(body)
+        ref = (str(body.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+        self.written[ref] = fresher(self.written.get(ref), body) or body
+
+    # ---- snapshots ---------------------------------------------------------------------------------------------
+    def _index(self, name: str) -> Any:
+        return self.indices[name]
+
+    def _store(self, index: str, key: Any) -> list[Any]:
+        idx = self._index(index)
+        return list(idx[key]) if key in idx else []
+
+    def rmd_body(self, key: str) -> Mapping[str, Any] | None:
+        namespace, name = key.split("/", 1)
+        bodies = self._store("hybridrec_rmds", (namespace, name))
+        return fresher(bodies[0] if bodies else None, self.written.get((RMD_KIND, namespace, name)))
+
+    def pools(self) -> list[ComputePool]:
+        pools = []
+        for body in (b for store in self._index("hybridrec_pools").values() for b in store):
+            try:
+                pools.append(parse_pool(fresher(body, self.written.get((POOL_KIND, "", meta_of(body)["name"]))) or body))
+            except ValidationError as exc:
+                log.warning("ignoring ComputePool %s: %s", meta_of(body).get("name"), validation_message(exc))
+        return sorted(pools, key=lambda p: p.name)
+
+    def nodes(self) -> list[Mapping[str, Any]]:
+        return self._store("hybridrec_nodes", None)
+
+    def pods(self) -> list[Mapping[str, Any]]:
+        return self._store("hybridrec_pods", None)
+
+    def children(self, namespace: str, name: str) -> dict[tuple[str, str], Mapping[str, Any]]:
+        live: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for index in ("hybridrec_deployments", "hybridrec_services", "hybridrec_pdbs"):
+            for body in self._store(index, (namespace, name)):
+                ref = (body["kind"], meta_of(body)["name"])
+                live[ref] = fresher(body, self.written.get((body["kind"], namespace, ref[1]))) or body
+        # Applied a moment ago and not yet seen by the watch: still counts as live (no second apply).
+        for (kind, ns, child), body in list(self.written.items()):
+            if ns == namespace and kind != RMD_KIND and (kind, child) not in live and model_of(body) == name:
+                live[(kind, child)] = body
+        return live
+
+    def model_snapshot(self, key: str, body: Mapping[str, Any]) -> ModelSnapshot:
+        namespace, name = key.split("/", 1)
+        pods = self.pods()
+        pools = self.pools()
+        # Other models' planned replicas: our own recent plans, else what their status says.
+        planned: dict[str, dict[str, int]] = {}
+        gpus_of: dict[str, int] = {}
+        for (ns, other), store in self._index("hybridrec_rmds").items():
+            other_key = model_key(ns, other)
+            if other_key == key:
+                continue
+            for other_body in store:
+                planned[other_key] = self.planned.get(other_key) or placements_of(other_body.get("status"))
+                gpus_of[other_key] = int(((other_body.get("spec") or {}).get("resources") or {}).get("gpus") or 1)
+        claims = claim_pods(planned, gpus_of, {p.name: p.spec.gpu.resource_name for p in pools}, pods)
+        now = time.monotonic()
+        avoid = frozenset(p for p, until in self.avoid.get(key, {}).items() if until > now)
+        return ModelSnapshot(
+            key=key, body=body, pools=pools, nodes=self.nodes(), pods=pods + claims,
+            own_pods=self._store("hybridrec_pods", (namespace, name)), children=self.children(namespace, name),
+            target=self.seam.targets.get(key), verdict=self.seam.verdicts.get(key), slo=self.seam.slo.get(key),
+            avoid=avoid,
+        )
+
+    # ---- the reconcile ------------------------------------------------------------------------------------------
+    async def reconcile(self, item: str, trigger: str) -> None:
+        kind, _, key = item.partition(":")
+        if kind == "rmd":
+            await self.reconcile_model(key, trigger)
+        elif kind == "pool":
+            await self.reconcile_pool(key)
+
+    async def reconcile_model(self, key: str, trigger: str) -> None:
+        started = time.perf_counter()
+        body = self.rmd_body(key)
+        if body is None or meta_of(body).get("deletionTimestamp"):
+            self.forget_model(key)
+            return
+        snap = self.model_snapshot(key, body)
+        decision = decide(snap, now=datetime.now(UTC), trigger=trigger, grace_seconds=self.config.pending_grace_seconds)
+        if decision.plan is not None:
+            # Record the plan before any await: a concurrent reconcile of another model must see these GPUs taken.
+            self.planned[key] = decision.plan.replicas_by_pool()
+        if decision.newly_stuck:
+            until = time.monotonic() + self.config.stuck_cooldown_seconds
+            self.avoid.setdefault(key, {}).update({p: until for p in decision.newly_stuck})
+        try:
+            results = await self.loop.run_in_executor(self.executor, self.execute, body, decision)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind=RMD_KIND).observe(time.perf_counter() - started)
+        for written in results:
+            self.written[(written["kind"], meta_of(written).get("namespace", ""), meta_of(written)["name"])] = written
+        namespace = key.split("/", 1)[0]
+        for child in decision.desired:
+            self.desired[(child["kind"], namespace, child["metadata"]["name"])] = child
+        for _, kind, ns, name, _ in decision.deletes:
+            self.desired.pop((kind, ns, name), None)
+        self.record(key, body, decision)
+        if decision.requeue_after is not None:
+            self.queue.add(f"rmd:{key}", "pods pending", decision.requeue_after)
+        if decision.error:
+            raise kopf.PermanentError(decision.error)
+
+    def execute(self, body: Mapping[str, Any], decision: ModelDecision) -> list[dict[str, Any]]:
+        """Carry out a decision (worker thread): applies, deletes, status, events. Returns the written objects."""
+        meta = meta_of(body)
+        written: list[dict[str, Any]] = []
+        for child in decision.applies:
+            written.append(self.kube.apply(child))
+        for api_version, kind, namespace, name, uid in decision.deletes:
+            self.kube.delete(api_version, kind, namespace, name, uid=uid or None)
+            self.written.pop((kind, namespace, name), None)
+        if decision.status is not None:
+            status = {k: v for k, v in decision.status.items() if v is not None}
+            patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
+            # resourceVersion makes it a compare-and-swap: a concurrent writer's update is never silently lost.
+            written.append(self.kube.request(
+                "PATCH", f"/apis/{GROUP_VERSION}/namespaces/{meta.get('namespace')}/recmodeldeployments/{meta['name']}/status",
+                body=patch, content_type="application/merge-patch+json"))
+        involved = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": RMD_KIND, "metadata": meta}
+        for type_, reason, message in decision.events:
+            try:
+                self.kube.post_event(involved, reason=reason, message=message, type_=type_, instance=self.identity)
+            except ApiException as exc:  # an event is informative: never fail a reconcile over it
+                log.warning("could not post event %s for %s: %s", reason, decision.key, api_message(exc))
+        self.writes += len(decision.applies) + len(decision.deletes) + (decision.status is not None) + len(decision.events)
+        return written
+
+    def record(self, key: str, body: Mapping[str, Any], decision: ModelDecision) -> None:
+        """Metrics and in-memory bookkeeping after a successful reconcile."""
+        namespace, name = key.split("/", 1)
+        plan = decision.plan
+        if plan is None:
+            return
+        sensitivity = str((body.get("spec") or {}).get("dataSensitivity", ""))
+        status = decision.status or body.get("status") or {}
+        ready = {p["pool"]: p.get("ready", 0) for p in status.get("placements") or []}
+        labels: set[tuple[str, ...]] = set()
+        for a in plan.assignments:
+            for state, value in (("desired", a.replicas), ("ready", ready.get(a.pool, 0))):
+                metrics.REPLICAS.labels(namespace, name, a.pool, a.tenancy.value, sensitivity, state).set(value)
+                labels.add(("replicas", namespace, name, a.pool, a.tenancy.value, sensitivity, state))
+            metrics.COST_PER_HOUR.labels(namespace, name, a.pool, a.tenancy.value, a.currency).set(a.cost_per_hour)
+            labels.add(("cost", namespace, name, a.pool, a.tenancy.value, a.currency))
+        metrics.SHORTFALL.labels(namespace, name, sensitivity).set(plan.shortfall - plan.budget_shortfall)
+        labels.add(("shortfall", namespace, name, sensitivity))
+        for stale in self.metric_labels.get(key, set()) - labels:
+            _remove_metric(stale)
+        self.metric_labels[key] = labels
+        if decision.placement_changed:
+            metrics.DECISIONS.labels(namespace, name, decision.direction, "placement").inc()
+        if plan.shortfall - plan.budget_shortfall > 0:
+            self.shortfall.add(key)
+        else:
+            self.shortfall.discard(key)
+
+    def forget_model(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        self.planned.pop(key, None)
+        self.avoid.pop(key, None)
+        self.shortfall.discard(key)
+        self.queue.forget(f"rmd:{key}")
+        self.written.pop((RMD_KIND, namespace, name), None)
+        for ref in [r for r, child in self.desired.items() if r[1] == namespace and model_of(child) == name]:
+            self.desired.pop(ref, None)
+        for stale in self.metric_labels.pop(key, set()):
+            _remove_metric(stale)
+
+    async def reconcile_pool(self, name: str) -> None:
+        started = time.perf_counter()
+        bodies = self._store("hybridrec_pools", name)
+        if not bodies:
+            return
+        body = fresher(bodies[0], self.written.get((POOL_KIND, "", name))) or bodies[0]
+        try:
+            pool = parse_pool(body)
+        except ValidationError as exc:
+            raise kopf.PermanentError(validation_message(exc)) from exc
+        usage = capacity.pool_usage([pool], self.nodes(), self.pods())[name]
+        tenancy = pool.spec.tenancy.value
+        for state, value in (("allocatable", usage.allocatable_gpus), ("used", usage.used_gpus),
+                             ("free", usage.free_gpus), ("quota", usage.quota_gpus)):
+            metrics.POOL_GPUS.labels(name, tenancy, state).set(value)
+        old = body.get("status") or {}
+        new = pool_status(pool, usage, old, meta_of(body).get("generation"), datetime.now(UTC))
+        if new != {k: old.get(k) for k in new}:
+            path = f"/apis/{GROUP_VERSION}/computepools/{name}/status"
+            written = await self.loop.run_in_executor(self.executor, lambda: self.kube.request(
+                "PATCH", path, body={"status": new}, content_type="application/merge-patch+json"))
+            self.writes += 1
+            self.written[(POOL_KIND, "", name)] = written
+        metrics.RECONCILE_SECONDS.labels(kind=POOL_KIND).observe(time.perf_counter() - started)
+
+    # ---- workers --------------------------------------------------------------------------------------------
+    async def worker(self) -> None:
+        while True:
+            item, trigger = await self.queue.get()
+            try:
+                if not self.leader.is_leader:
+                    continue  # standby: the leader does it; taking over re-plans everything
+                await self.reconcile(item, trigger)
+                self.queue.failures.pop(item, None)
+            except asyncio.CancelledError:
+                raise
+            except kopf.PermanentError as exc:
+                self.queue.failures.pop(item, None)
+                metrics.RECONCILE_ERRORS.labels(kind=_kind_of(item), reason="permanent").inc()
+                log.warning("%s: %s (waiting for the object to change)", item, exc)
+            except Exception as exc:  # noqa: BLE001 - one bad object must never stop the others
+                attempt = self.queue.failures.get(item, 0)
+                self.queue.failures[item] = attempt + 1
+                if isinstance(exc, ApiException):
+                    exc = classify(exc, attempt=attempt)
+                if isinstance(exc, kopf.PermanentError):
+                    metrics.RECONCILE_ERRORS.labels(kind=_kind_of(item), reason="permanent").inc()
+                    log.error("%s: %s", item, exc)
+                    continue
+                delay = exc.delay if isinstance(exc, kopf.TemporaryError) and exc.delay else retry_delay(1.0, attempt)
+                reason = "temporary" if isinstance(exc, kopf.TemporaryError) else "unexpected"
+                metrics.RECONCILE_ERRORS.labels(kind=_kind_of(item), reason=reason).inc()
+                if reason == "unexpected":
+                    log.exception("%s: unexpected error, retrying in %.1fs", item, delay)
+                else:
+                    log.info("%s: %s; retrying in %.1fs", item, exc, delay)
+                self.queue.add(item, trigger, delay)
+            finally:
+                self.queue.done(item)
+
+    async def resync(self) -> None:
+        """The one cluster-wide periodic mechanism: re-plan every model (a no-op when nothing changed)."""
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            if not self.leader.is_leader:
+                continue
+            for (namespace, name) in list(self._index("hybridrec_rmds")):
+                self.queue.add(f"rmd:{model_key(namespace, name)}", "resync")
+            for pool in list(self._index("hybridrec_pools")):
+                self.queue.add(f"pool:{pool}", "resync")
+
+    def replan_models(self, trigger: str, *, keys: Iterable[str] | None = None) -> None:
+        keys = keys if keys is not None else self.model_keys()
+        for key in keys:
+            self.queue.add(f"rmd:{key}", trigger)
+
+    def replan_pools(self, names: Iterable[str] | None = None) -> None:
+        for name in names if names is not None else list(self._index("hybridrec_pools")):
+            self.queue.add(f"pool:{name}", "capacity", self.config.pool_status_delay)
+
+
+def _kind_of(item: str) -> str:
+    return POOL_KIND if item.startswith("pool:") else RMD_KIND
+
+
+def _remove_metric(labels: tuple[str, ...]) -> None:
+    gauge = {"replicas": metrics.REPLICAS, "cost": metrics.COST_PER_HOUR, "shortfall": metrics.SHORTFALL}[labels[0]]
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels[1:])
+

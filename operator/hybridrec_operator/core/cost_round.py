@@ -1,0 +1,272 @@
+"""One cost-control round, pure: cluster snapshot + observation + state in, outcomes + new state out.
+
+Per model: learn RPS per replica (``capacity_model``), forecast the demand to cover until capacity started now is
+ready (``forecast``: trend, declared events, the slowest allowed pool's ``startupSeconds``); then
+``planner.allocate`` over every model and pool at once (they compete for the same private GPUs). A model whose
+metrics are missing or stale keeps its allocation (and its GPUs: the allocator may not hand them to others); a
+Prometheus that cannot answer freezes every allocation. Never scale toward the minimum on missing data.
+
+Anti-flap memory is re-derived from the cluster after a restart or a leader hand-over: the replicas that run are
+the starting target and count as a fresh recommendation, so the operator waits a full stabilisation window before
+scaling down and does not burst into changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from hybridrec_operator.api.models import ComputePool
+from hybridrec_operator.core.capacity_model import CapacityModel, headroom_for
+from hybridrec_operator.core.cost_types import (
+    MISSING_GRACE_ROUNDS,
+    Accounting,
+    ClusterSnapshot,
+    ControllerConfig,
+    ControllerState,
+    ModelMemory,
+    ModelOutcome,
+    ModelSnapshot,
+    RoundResult,
+    _rps,
+)
+from hybridrec_operator.core.costing import Money, SpendTracker, cost_per_1k_requests, lifecycle
+from hybridrec_operator.core.forecast import Sample, demand_to_cover, lead_seconds
+from hybridrec_operator.core.observation import DataState, ModelObservation, Observation
+from hybridrec_operator.core.planner import ModelAllocation, ModelState, PoolState, admitted_pools, allocate
+
+
+def _memory_for(state: ControllerState, snap: ModelSnapshot, currency: str) -> ModelMemory:
+    mem = state.models.get(snap.key)
+    if mem is None:
+        mem = ModelMemory(capacity=CapacityModel.from_spec(snap.rmd.spec), spend=SpendTracker(currency))
+        state.models[snap.key] = mem
+    return mem
+
+
+def seed_from_cluster(state: ControllerState, snapshot: ClusterSnapshot, now: float) -> list[str]:
+    """First sight of a model (startup, restart, hand-over, new object): what runs is the starting target.
+
+    Its total counts as a recommendation made now, so scale-down waits a full stabilisation window, and its pools
+    count as just placed, so nothing moves before the dwell time. Returns the keys seeded.
+    """
+    alloc = state.allocator
+    seeded = []
+    for snap in snapshot.models:
+        if snap.key in alloc.recommendations:
+            continue
+        alloc.recommendations[snap.key] = [(now, sum(snap.current.values()))]
+        for pool, n in snap.current.items():
+            if n > 0:
+                alloc.placed_at.setdefault((snap.key, pool), now)
+        seeded.append(snap.key)
+    return seeded
+
+
+def hold_recommendation(state: ControllerState, snap: ModelSnapshot, now: float) -> None:
+    """A held round recommends what runs. After an outage longer than the stabilisation window, the first fresh
+    (possibly partial) data must not find an empty window and shrink the model at once."""
+    window = snap.rmd.spec.scaling.scale_down_stabilization_seconds
+    recs = [(t, r) for t, r in state.allocator.recommendations.get(snap.key, []) if now - t < window]
+    recs.append((now, sum(snap.current.values())))
+    state.allocator.recommendations[snap.key] = recs
+
+
+def _forget(state: ControllerState, live: set[str]) -> None:
+    for gone in [k for k in state.models if k not in live]:
+        del state.models[gone]
+    alloc = state.allocator
+    for table in (alloc.recommendations, alloc.last_scale_up, alloc.last_move, alloc.break_after):
+        for gone in [k for k in table if k not in live]:
+            del table[gone]
+    alloc.placed_at = {k: v for k, v in alloc.placed_at.items() if k[0] in live}
+
+
+def judge(obs: ModelObservation | None, error: str | None) -> tuple[bool, str, str]:
+    """(observed, condition reason, message) of one model's metrics."""
+    if error is not None:
+        return False, "PrometheusUnavailable", f"Prometheus unavailable ({error}); holding the last allocation"
+    if obs is None:
+        return False, "MetricsMissing", "no metrics; holding the last allocation"
+    if obs.state == DataState.OK:
+        if obs.request_rate.value is None:
+            return False, "MetricsMissing", "no request rate yet; holding the last allocation"
+        starting = f" (not scraped yet: {', '.join(obs.starting_pools)})" if obs.starting_pools else ""
+        return True, "MetricsFresh", f"fresh metrics: {_rps(obs.request_rate.value)}{starting}"
+    reason = "MetricsStale" if obs.state == DataState.STALE else "MetricsMissing"
+    return False, reason, f"{obs.reason}; holding the last allocation"
+
+
+def _with_grace(verdict: tuple[bool, str, str], mem: ModelMemory) -> tuple[bool, str, str]:
+    """The verdict to report: a short MetricsMissing gap after fresh rounds still counts as observed (the round
+    holds all the same); Prometheus down or stale samples are reported at once."""
+    ok, reason, message = verdict
+    if ok:
+        mem.missing_rounds = 0
+        return verdict
+    if reason == "MetricsMissing" and mem.observed and mem.missing_rounds < MISSING_GRACE_ROUNDS:
+        mem.missing_rounds += 1
+        return True, "MetricsFresh", f"holding this round: {message.split(';')[0]}"
+    return verdict
+
+
+def category(alloc: ModelAllocation, p95_ms: float | None, slo_ms: float, pinned: bool, observed: bool) -> str:
+    """Low-cardinality reason label of the decisions metric."""
+    if pinned:
+        return "pinned"
+    if not observed:
+        return "no-data"
+    if alloc.budget_limited:
+        return "budget"
+    if alloc.shortfall > 0:
+        return "capacity"
+    if alloc.direction == "move":
+        return "cost"
+    if alloc.direction == "up" and p95_ms is not None and p95_ms > slo_ms:
+        return "slo"
+    return "demand"
+
+
+def account(mem: ModelMemory, snap: ModelSnapshot, targets: Mapping[str, int], pools: Mapping[str, ComputePool],
+            now: float, demand_rps: float | None, currency: str) -> Accounting:
+    """Advance the model's spend to ``now`` and price the replicas it runs from now on."""
+    gpus = snap.rmd.spec.resources.gpus
+    per_hour = sum(n * gpus * pools[p].spec.pricing.price_per_gpu_hour for p, n in targets.items() if n > 0 and p in pools)
+    rate = Money.of(per_hour, currency)
+    before = float(mem.spend.total or 0)  # as of the previous round
+    mem.spend.observe(now, rate)  # accrues the previous rate up to now, then prices what runs from now on
+    after = float(mem.spend.total or 0)
+    budget = snap.rmd.spec.budget
+    same_currency = budget is not None and budget.currency == currency
+    per_1k = cost_per_1k_requests(rate, demand_rps)
+    roi = lifecycle(snap.rmd.spec.economics).roi if snap.rmd.spec.economics is not None else None
+    return Accounting(
+        currency=currency,
+        cost_per_hour=per_hour,
+        spend_delta=max(0.0, after - before),
+        projected_month=float(mem.spend.projected_month(now)),
+        hour_utilization=mem.spend.hour_utilisation(budget) if same_currency else None,
+        month_utilization=mem.spend.month_utilisation(now, budget) if same_currency else None,
+        cost_per_1k=float(per_1k) if per_1k is not None else None,
+        roi=float(roi) if roi is not None else None,
+    )
+
+
+def plan_round(
+    snapshot: ClusterSnapshot,
+    observation: Observation | None,
+    state: ControllerState,
+    now: float,
+    config: ControllerConfig,
+    *,
+    prometheus_error: str | None = None,
+) -> tuple[RoundResult, ControllerState]:
+    """One control round, pure. ``observation`` is None exactly when Prometheus could not answer
+    (``prometheus_error`` says why): then every model holds and the allocator does not run."""
+    state = copy.deepcopy(state)
+    state.rounds += 1
+    _forget(state, {s.key for s in snapshot.models})
+    seed_from_cluster(state, snapshot, now)
+    currency = _currency(snapshot)
+    pools_by_name = {p.name: p for p in snapshot.pools}
+
+    if observation is None:
+        error = prometheus_error or "no observation"
+        held: dict[str, ModelOutcome] = {}
+        for snap in snapshot.models:
+            mem = _memory_for(state, snap, currency)
+            hold_recommendation(state, snap, now)
+            ok, reason, message = judge(None, error)
+            held[snap.key] = ModelOutcome(
+                key=snap.key, namespace=snap.rmd.namespace, name=snap.rmd.name, targets=dict(snap.current), changed=False,
+                direction="hold", reason="no-data", message=message, observed=ok, observed_reason=reason,
+                observed_message=message, accounting=account(mem, snap, snap.current, pools_by_name, now, None, currency),
+                newly_unobserved=mem.observed is not False,
+            )
+            mem.observed = False
+        return RoundResult(now, held, None, 0.0, prometheus_error=error), state
+
+    pools = [PoolState(p.name, p.spec, int(snapshot.capacity_gpus.get(p.name, 0))) for p in snapshot.pools]
+    model_states: list[ModelState] = []
+    facts: dict[str, tuple[tuple[bool, str, str], float | None, float | None, float | None]] = {}
+    for snap in snapshot.models:
+        spec = snap.rmd.spec
+        mem = _memory_for(state, snap, currency)
+        obs = observation.get(snap.rmd.namespace, snap.rmd.name)
+        verdict = judge(obs, None)
+        demand = to_cover = p95_ms = None
+        if verdict[0] and obs is not None and obs.request_rate.value is not None:
+            demand = obs.request_rate.value
+            p95_ms = obs.p95_seconds.value * 1000.0 if obs.p95_seconds.value is not None else None
+            ready = int(obs.ready_servers.value or 0)
+            mem.capacity.observe(now, demand / ready if ready > 0 else None, p95_ms, ready)
+            mem.history.append(Sample(now, demand))
+            while mem.history and mem.history[0].t < now - config.history_s:
+                mem.history.popleft()
+            startups = [p.spec.startup_seconds for p in admitted_pools(spec, pools)]
+            to_cover = demand_to_cover(list(mem.history), spec.scaling.schedule, now,
+                                       lead_seconds(startups, config.interval_s), config.interval_s)
+        holding = not verdict[0]
+        if holding:
+            hold_recommendation(state, snap, now)
+        verdict = _with_grace(verdict, mem)
+        facts[snap.key] = (verdict, demand, to_cover, p95_ms)
+        model_states.append(
+            ModelState(
+                key=snap.key,
+                spec=spec,
+                demand_rps=None if holding else to_cover,  # None: the allocator holds this model and its GPUs
+                rps_per_replica=mem.capacity.rps_per_replica,
+                current=dict(snap.current),
+                pinned=spec.replicas,
+                ready=dict(snap.ready),
+                p95_ms=p95_ms,
+                headroom=headroom_for(p95_ms, float(spec.slo.p95_latency_ms)),
+            )
+        )
+    if not model_states:
+        return RoundResult(now, {}, None, 0.0), state
+    allocation, state.allocator = allocate(
+        model_states, pools, now, state.allocator, time_limit=config.solver_time_limit_s,
+        max_moves_per_interval=config.max_moves_per_interval, min_dwell_seconds=config.min_dwell_s,
+    )
+    outcomes: dict[str, ModelOutcome] = {}
+    for snap, ms in zip(snapshot.models, model_states):
+        alloc = allocation.models[snap.key]
+        (observed, obs_reason, obs_message), demand, to_cover, p95_ms = facts[snap.key]
+        mem = state.models[snap.key]
+        targets = {p: int(n) for p, n in alloc.replicas.items()}
+        for p in snap.current:
+            targets.setdefault(p, 0)
+        changed = any(targets.get(p, 0) != snap.current.get(p, 0) for p in set(targets) | set(snap.current))
+        outcomes[snap.key] = ModelOutcome(
+            key=snap.key,
+            namespace=snap.rmd.namespace,
+            name=snap.rmd.name,
+            targets=targets,
+            changed=changed,
+            direction=alloc.direction if changed else "hold",
+            reason=category(alloc, p95_ms, float(snap.rmd.spec.slo.p95_latency_ms), ms.pinned is not None, observed),
+            message=alloc.reason,
+            observed=observed,
+            observed_reason=obs_reason,
+            observed_message=obs_message,
+            accounting=account(mem, snap, targets, pools_by_name, now, demand, currency),
+            demand_rps=demand,
+            forecast_rps=to_cover,
+            p95_seconds=p95_ms / 1000.0 if p95_ms is not None else None,
+            rps_per_replica=ms.rps_per_replica,
+            wanted=alloc.wanted,
+            shortfall=alloc.shortfall,
+            slo_at_risk=alloc.slo_at_risk if demand is not None else None,
+            budget_limited=alloc.budget_limited,
+            newly_unobserved=(mem.observed is not False) and not observed,
+            newly_observed=(mem.observed is False) and observed,
+        )
+        mem.observed = observed
+    return RoundResult(now, outcomes, allocation.solver, allocation.solve_seconds), state
+
+
+def _currency(snapshot: ClusterSnapshot) -> str:
+    currencies = {p.spec.pricing.currency for p in snapshot.pools}
+    return currencies.pop() if len(currencies) == 1 else "USD"

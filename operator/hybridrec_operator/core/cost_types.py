@@ -1,0 +1,233 @@
+"""The cost controller's data (pure, no I/O): its knobs, the cluster snapshot a round reads, the memory it carries
+from round to round, and what it decides per model. The round itself is ``core/cost_round.py``; the loop that
+reads the cluster and Prometheus and acts is ``controller/cost_controller.py``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse_rmd
+from hybridrec_operator.core.capacity_model import CapacityModel
+from hybridrec_operator.core.costing import SpendTracker
+from hybridrec_operator.core.decide import CONTROLLER_TRIGGER, ControllerVerdict
+from hybridrec_operator.core.forecast import Sample
+from hybridrec_operator.core.objects import MODEL_LABEL, POOL_LABEL
+from hybridrec_operator.core.planner import AllocatorMemory
+
+TRIGGER = CONTROLLER_TRIGGER  # "cost-controller": the re-plans it asks for name it in status.lastDecision
+# A new server's counters need two scrapes before rate() answers, so a model whose metrics were fresh may miss one
+# round while a replica starts. It holds that round; Observed turns False only when the gap lasts longer.
+MISSING_GRACE_ROUNDS = 2
+OBSERVED = "Observed"
+
+
+# --------------------------------------------------------------------------------------------- configuration
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    try:
+        return float(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Knobs, from ``HYBRIDREC_*`` environment variables."""
+
+    prometheus_url: str | None = None
+    interval_s: float = 30.0  # HYBRIDREC_CONTROL_INTERVAL_SECONDS
+    window_s: float = 60.0  # HYBRIDREC_OBSERVE_WINDOW_SECONDS: rate()/histogram window
+    max_age_s: float = 60.0  # HYBRIDREC_METRICS_MAX_AGE_SECONDS: older samples are stale
+    history_s: float = 300.0  # HYBRIDREC_DEMAND_HISTORY_SECONDS: demand history the trend is fitted on
+    max_moves_per_interval: int = 2  # HYBRIDREC_MAX_MOVES_PER_INTERVAL
+    min_dwell_s: float = 120.0  # HYBRIDREC_MIN_DWELL_SECONDS
+    solver_time_limit_s: float = 1.0  # HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.prometheus_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ControllerConfig:
+        """Read from an environment mapping (the loop passes ``os.environ``)."""
+        interval = _env_float(env, "HYBRIDREC_CONTROL_INTERVAL_SECONDS", 30.0)
+        if interval <= 0:
+            raise ValueError("HYBRIDREC_CONTROL_INTERVAL_SECONDS must be > 0")
+        return cls(
+            prometheus_url=(env.get("HYBRIDREC_PROMETHEUS_URL") or "").strip() or None,
+            interval_s=interval,
+            # Two intervals (at least 10 s) smooth scrape jitter without lagging a ramp by much.
+            window_s=_env_float(env, "HYBRIDREC_OBSERVE_WINDOW_SECONDS", max(10.0, 2 * interval)),
+            max_age_s=_env_float(env, "HYBRIDREC_METRICS_MAX_AGE_SECONDS", 60.0),
+            # Ten intervals: long enough for a robust trend, short enough that a collapse in demand (more than ~30%
+            # of the window for Theil-Sen) is believed within a few rounds rather than after many minutes.
+            history_s=_env_float(env, "HYBRIDREC_DEMAND_HISTORY_SECONDS", max(60.0, 10 * interval)),
+            max_moves_per_interval=int(_env_float(env, "HYBRIDREC_MAX_MOVES_PER_INTERVAL", 2)),
+            min_dwell_s=_env_float(env, "HYBRIDREC_MIN_DWELL_SECONDS", 120.0),
+            solver_time_limit_s=_env_float(env, "HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS", 1.0),
+        )
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One RecModelDeployment as the cluster has it now."""
+
+    rmd: RecModelDeployment
+    current: Mapping[str, int]  # replicas its Deployments ask for, per pool
+    ready: Mapping[str, int] = field(default_factory=dict)
+    body: Mapping[str, Any] = field(default_factory=dict)  # the API object (events, status patches)
+
+    @property
+    def key(self) -> str:
+        return f"{self.rmd.namespace}/{self.rmd.name}"
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    models: Sequence[ModelSnapshot]
+    pools: Sequence[ComputePool]
+    capacity_gpus: Mapping[str, int]  # per pool: GPUs hybridrec may use now, all models together
+
+    def expected_pools(self) -> dict[tuple[str, str], list[str]]:
+        """Where the cluster says each model runs: freshness is judged only there."""
+        return {(s.rmd.namespace, s.rmd.name): sorted(p for p, n in s.current.items() if n > 0) for s in self.models}
+
+
+def build_snapshot(
+    rmd_bodies: Iterable[Mapping[str, Any]],
+    pools: Sequence[ComputePool],
+    deployments: Iterable[Mapping[str, Any]],
+    capacity_gpus: Mapping[str, int],
+) -> ClusterSnapshot:
+    """Pure: API objects -> snapshot. Current replicas per pool come from the model's Deployments (``spec.replicas``),
+    which is what runs or is starting; invalid or deleting models are left out (the handlers report them)."""
+    current: dict[str, dict[str, int]] = {}
+    ready: dict[str, dict[str, int]] = {}
+    for dep in deployments:
+        meta = dep.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        model, pool = labels.get(MODEL_LABEL), labels.get(POOL_LABEL)
+        if not model or not pool or meta.get("deletionTimestamp"):
+            continue
+        key = f"{meta.get('namespace', 'default')}/{model}"
+        current.setdefault(key, {})[pool] = int((dep.get("spec") or {}).get("replicas") or 0)
+        ready.setdefault(key, {})[pool] = int((dep.get("status") or {}).get("readyReplicas") or 0)
+    models = []
+    for body in rmd_bodies:
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        try:
+            rmd = parse_rmd(dict(body))
+        except ValidationError:
+            continue
+        key = f"{rmd.namespace}/{rmd.name}"
+        models.append(ModelSnapshot(rmd=rmd, current=current.get(key, {}), ready=ready.get(key, {}), body=body))
+    models.sort(key=lambda s: s.key)
+    return ClusterSnapshot(models=models, pools=sorted(pools, key=lambda p: p.name), capacity_gpus=dict(capacity_gpus))
+
+
+# --------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class ModelMemory:
+    capacity: CapacityModel
+    spend: SpendTracker
+    history: deque[Sample] = field(default_factory=deque)
+    observed: bool | None = None  # the last round's reported verdict (None: never judged)
+    missing_rounds: int = 0  # consecutive rounds held for MetricsMissing while still reported as observed
+
+
+@dataclass
+class ControllerState:
+    """Everything a round carries to the next one. Lost on restart and re-derived from the cluster."""
+
+    allocator: AllocatorMemory = field(default_factory=AllocatorMemory)
+    models: dict[str, ModelMemory] = field(default_factory=dict)
+    rounds: int = 0
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Money for one model this round, all in ``currency``."""
+
+    currency: str
+    cost_per_hour: float
+    spend_delta: float  # accrued since the previous round
+    projected_month: float
+    hour_utilization: float | None = None
+    month_utilization: float | None = None
+    cost_per_1k: float | None = None
+    roi: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """What one round decided for one model."""
+
+    key: str
+    namespace: str
+    name: str
+    targets: Mapping[str, int]  # replicas per pool to run now (every pool the model had or gets)
+    changed: bool
+    direction: str  # up | down | move | hold
+    reason: str  # low-cardinality category (decisions metric)
+    message: str  # the event text
+    observed: bool
+    observed_reason: str
+    observed_message: str
+    accounting: Accounting
+    demand_rps: float | None = None
+    forecast_rps: float | None = None
+    p95_seconds: float | None = None
+    rps_per_replica: float | None = None
+    wanted: int | None = None
+    shortfall: int = 0
+    slo_at_risk: bool | None = None  # None: unknown (no fresh metrics)
+    budget_limited: bool = False
+    newly_unobserved: bool = False
+    newly_observed: bool = False
+
+    def slo_status(self) -> tuple[bool | None, str, str] | None:
+        """The SLOAtRisk verdict for the handlers' seam; None keeps the last one (no fresh data)."""
+        if not self.observed or self.slo_at_risk is None:
+            return None
+        if self.slo_at_risk:
+            return True, "CapacityBelowDemand", self.message
+        p95 = f"p95 {self.p95_seconds * 1000:.0f} ms, " if self.p95_seconds is not None else ""
+        return False, "CapacityMeetsDemand", f"{p95}capacity covers {_rps(self.demand_rps)}"
+
+    def verdict(self) -> ControllerVerdict | None:
+        """What the reconcile needs besides the target to report the model truthfully; None when the allocator did
+        not decide this model this round (held: the last verdict stays)."""
+        if not self.observed or self.wanted is None:
+            return None
+        return ControllerVerdict(wanted=self.wanted, shortfall=self.shortfall, budget_limited=self.budget_limited,
+                                 message=self.message)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    time: float
+    outcomes: Mapping[str, ModelOutcome]
+    solver: str | None  # None when the allocator did not run (Prometheus unavailable, no models)
+    solve_seconds: float
+    prometheus_error: str | None = None
+
+
+def _rps(value: float | None) -> str:
+    return "no traffic data" if value is None else f"{value:,.1f} RPS"
