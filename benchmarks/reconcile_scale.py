@@ -37,7 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from hybridrec_local.localcluster import LocalCluster, free_ports  # noqa: E402
+from hybridrec_local.localcluster import LocalCluster  # noqa: E402
+from hybridrec_local.processes import free_ports  # noqa: E402
 from machine import cpu_model, memory_gib  # noqa: E402
 
 NAMESPACE = "bench"

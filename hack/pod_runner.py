@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Local pod runner (see hybridrec_operator/podrunner.py): real model-server processes for pods on kwok nodes.
+"""Local pod runner (see local/hybridrec_local/podrunner.py): real model-server processes for pods on kwok nodes.
 
     python hack/pod_runner.py --kubeconfig ~/.cache/hybridrec/cluster/kubeconfig --state-dir /tmp/hybridrec-runner --s3 http://127.0.0.1:5000
 """

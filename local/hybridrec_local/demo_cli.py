@@ -1,6 +1,6 @@
 """``hybridrec demo run|down``: the one-command demo (``make demo`` / ``make demo-down``).
 
-The work happens in :mod:`hybridrec_local.demo`; this module turns its outcome into exit codes and messages:
+The work happens in :mod:`hybridrec_local.demo.run`; this module turns its outcome into exit codes and messages:
 0 done, 1 a step failed (the message names the step and what to do), 130 interrupted. Either failure stops
 everything the demo started before the command returns.
 """
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hybridrec_local.demo import DEFAULT_OUTPUT, DEFAULT_WORKDIR, SCENARIO_FILE
+from hybridrec_local.demo.files import DEFAULT_OUTPUT, DEFAULT_WORKDIR, SCENARIO_FILE
 
 demo_app = typer.Typer(help="The one-command demo on the embedded local cluster.", no_args_is_help=True)
 
@@ -42,7 +42,9 @@ def run(
     flash sale, a live view, and an HTML report in ./demo-output/."""
     from rich.console import Console
 
-    from hybridrec_local.demo import Demo, DemoError, DemoOptions, ScenarioError, _Terminate
+    from hybridrec_local.demo.errors import DemoError, Terminated
+    from hybridrec_local.demo.run import Demo, DemoOptions
+    from hybridrec_local.demo.scenario import ScenarioError
 
     # Logs and CI are not terminals: a wider fixed width keeps the plain status lines readable there.
     console = Console() if sys.stdout.isatty() else Console(width=120)
@@ -60,7 +62,7 @@ def run(
             console.print(f"  [bold]What to do:[/bold] {exc.hint}", highlight=False)
         console.print("Everything the demo had started has been stopped.")
         raise typer.Exit(code=1) from exc
-    except (KeyboardInterrupt, _Terminate) as exc:
+    except (KeyboardInterrupt, Terminated) as exc:
         console.print("[yellow]Interrupted: everything the demo had started has been stopped.[/yellow]")
         raise typer.Exit(code=130) from exc
 
@@ -68,7 +70,7 @@ def run(
 @demo_app.command()
 def down(workdir: WorkdirOpt = DEFAULT_WORKDIR) -> None:
     """Stop everything `hybridrec demo run` started (control plane, S3, Prometheus, operator, pod runner, servers)."""
-    from hybridrec_local.demo import demo_down
+    from hybridrec_local.demo.run import demo_down
 
     stopped = demo_down(workdir)
     typer.echo(f"stopped {len(stopped)} process(es): {', '.join(stopped)}" if stopped else "nothing was running")

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,19 +20,12 @@ from typing import Sequence
 
 import httpx
 
-from hybridrec_local.localcluster import die_with_parent, tail, terminate
+from hybridrec_local.processes import die_with_parent, free_port, tail, terminate
 
 SERVER_JOB = "hybridrec-server"
 OPERATOR_JOB = "hybridrec-operator"
 SERVER_TARGETS = "targets.json"
 OPERATOR_TARGETS = "operator-targets.json"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_json_atomically(path: Path, payload: object) -> None:

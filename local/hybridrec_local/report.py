@@ -1,27 +1,28 @@
 """The demo report: a recorded timeline in, an HTML page with PNG plots out.
 
-``hybridrec demo run`` records a :class:`Timeline` (what it observed every few seconds: offered and served traffic,
-p95 from Prometheus, running replicas per pool from the real pods, $/h from the RecModelDeployment status, and the
-decisions the operator took). :func:`write_report` turns it into ``index.html`` + PNGs + ``timeline.json``.
-
-Everything except :func:`write_report` (and the plotting it calls) is pure, so the summary numbers are unit-tested
-on hand-made timelines. Money always carries its currency code.
+:func:`write_report` writes ``index.html`` + PNGs + ``timeline.json``. The figures it shows come from
+:mod:`hybridrec_local.summary`; the data from :mod:`hybridrec_local.timeline`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridrec_operator.api.models import Sensitivity, parse_pool
-from hybridrec_operator.core.sensitivity import pool_admits
+from hybridrec_local.summary import (
+    clock,
+    money,
+    peak_provisioning_spend,
+    placement_violations,
+    simulated_hours,
+    slo_attainment,
+    spend_by_model,
+    spend_by_pool,
+    summary_lines,
+)
+from hybridrec_local.timeline import TIMELINE_FILE, Timeline
 
-TIMELINE_FILE = "timeline.json"
 HTML_FILE = "index.html"
 PLOTS = {
     "cost": "cost_by_pool.png",
@@ -31,306 +32,6 @@ PLOTS = {
 }
 # Keep PNGs small (they are looked at in a browser, never committed): ~40-90 KB each at this size.
 PLOT_DPI = 80
-
-# --------------------------------------------------------------------------------------------------- timeline
-
-
-@dataclass
-class PoolInfo:
-    """A ComputePool as applied by the demo; ``spec`` is its wire form, so the placement check can re-parse it."""
-
-    name: str
-    tenancy: str
-    price_per_gpu_hour: float
-    currency: str
-    capacity_type: str
-    spec: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelInfo:
-    """A RecModelDeployment as applied by the demo."""
-
-    name: str
-    namespace: str
-    sensitivity: str
-    slo_p95_ms: float
-    allow_public_burst: bool = False
-    budget_per_hour: float | None = None
-    budget_currency: str = "USD"
-    gpus_per_replica: int = 1
-
-
-@dataclass
-class ModelSample:
-    """What was observed for one model at one instant."""
-
-    offered_rps: float = 0.0
-    served_rps: float = 0.0
-    error_rps: float = 0.0
-    p95_ms: float | None = None  # server side, from Prometheus
-    client_p95_ms: float | None = None  # measured by the load generator
-    replicas_by_pool: dict[str, int] = field(default_factory=dict)  # running pods, from the API server
-    desired_by_pool: dict[str, int] = field(default_factory=dict)  # status.placements[].desired
-    cost_per_hour: float = 0.0
-    cost_by_pool: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Sample:
-    t: float  # real seconds since the traffic started
-    sim_hour: float  # simulated clock (may pass 24: the day wraps)
-    models: dict[str, ModelSample] = field(default_factory=dict)
-
-
-@dataclass
-class DecisionRecord:
-    """One decision the operator took, from a Kubernetes Event or a change of ``status.lastDecision``."""
-
-    t: float
-    sim_hour: float
-    model: str
-    source: str  # "event" or "status"
-    trigger: str
-    message: str
-
-
-@dataclass
-class FlashSale:
-    model: str
-    start_hour: float
-    end_hour: float
-    multiplier: float
-
-
-@dataclass
-class Timeline:
-    """Everything the report needs; JSON round-trips through :meth:`to_json` / :meth:`from_json`."""
-
-    started_at: str
-    real_seconds: float
-    start_hour: float
-    currency: str
-    pools: list[PoolInfo]
-    models: list[ModelInfo]
-    sale: FlashSale | None = None
-    samples: list[Sample] = field(default_factory=list)
-    decisions: list[DecisionRecord] = field(default_factory=list)
-    kubectl_get_rmd: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, raw: str) -> Timeline:
-        data = json.loads(raw)
-        return cls(
-            started_at=data["started_at"],
-            real_seconds=data["real_seconds"],
-            start_hour=data["start_hour"],
-            currency=data["currency"],
-            pools=[PoolInfo(**p) for p in data["pools"]],
-            models=[ModelInfo(**m) for m in data["models"]],
-            sale=FlashSale(**data["sale"]) if data.get("sale") else None,
-            samples=[
-                Sample(t=s["t"], sim_hour=s["sim_hour"], models={k: ModelSample(**v) for k, v in s["models"].items()})
-                for s in data["samples"]
-            ],
-            decisions=[DecisionRecord(**d) for d in data["decisions"]],
-            kubectl_get_rmd=data.get("kubectl_get_rmd", ""),
-            notes=list(data.get("notes", [])),
-        )
-
-    def pool(self, name: str) -> PoolInfo | None:
-        return next((p for p in self.pools if p.name == name), None)
-
-    def model(self, name: str) -> ModelInfo | None:
-        return next((m for m in self.models if m.name == name), None)
-
-
-# ---------------------------------------------------------------------------------------------- pure summary
-
-
-def money(amount: float, currency: str) -> str:
-    """``12.34 USD``: every amount shown carries its currency."""
-    return f"{amount:,.2f} {currency}"
-
-
-def clock(sim_hour: float) -> str:
-    """``HH:MM`` of a simulated hour (wraps at 24)."""
-    minutes = int(round(sim_hour * 60)) % (24 * 60)
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def _sim_steps(samples: Sequence[Sample]) -> Iterable[tuple[Sample, float]]:
-    """Each sample with the simulated hours until the next one (the last sample covers nothing)."""
-    for cur, nxt in zip(samples, samples[1:]):
-        yield cur, max(0.0, nxt.sim_hour - cur.sim_hour)
-
-
-def spend_by_model(timeline: Timeline) -> dict[str, float]:
-    """Money spent per model over the simulated period: $/h held until the next sample x simulated hours."""
-    spend = {m.name: 0.0 for m in timeline.models}
-    for sample, hours in _sim_steps(timeline.samples):
-        for name, ms in sample.models.items():
-            spend[name] = spend.get(name, 0.0) + ms.cost_per_hour * hours
-    return spend
-
-
-def spend_by_pool(timeline: Timeline) -> dict[str, float]:
-    """Money spent per pool over the simulated period."""
-    spend = {p.name: 0.0 for p in timeline.pools}
-    for sample, hours in _sim_steps(timeline.samples):
-        for ms in sample.models.values():
-            for pool, cost in ms.cost_by_pool.items():
-                spend[pool] = spend.get(pool, 0.0) + cost * hours
-    return spend
-
-
-def simulated_hours(timeline: Timeline) -> float:
-    if len(timeline.samples) < 2:
-        return 0.0
-    return timeline.samples[-1].sim_hour - timeline.samples[0].sim_hour
-
-
-def peak_provisioning_spend(timeline: Timeline) -> dict[str, float]:
-    """What each model would have cost had its peak $/h been provisioned for the whole period (static sizing)."""
-    hours = simulated_hours(timeline)
-    out: dict[str, float] = {}
-    for m in timeline.models:
-        peak = max((s.models[m.name].cost_per_hour for s in timeline.samples if m.name in s.models), default=0.0)
-        out[m.name] = peak * hours
-    return out
-
-
-@dataclass(frozen=True)
-class Violation:
-    t: float
-    sim_hour: float
-    model: str
-    pool: str
-    replicas: int
-    reason: str
-
-
-def placement_violations(timeline: Timeline) -> list[Violation]:
-    """Every observed running replica on a pool its data class may not use (asks the one sensitivity rule)."""
-    specs = {p.name: parse_pool({"metadata": {"name": p.name}, "spec": p.spec}).spec for p in timeline.pools if p.spec}
-    out: list[Violation] = []
-    for sample in timeline.samples:
-        for name, ms in sample.models.items():
-            info = timeline.model(name)
-            if info is None:
-                continue
-            for pool, replicas in ms.replicas_by_pool.items():
-                if replicas <= 0:
-                    continue
-                spec = specs.get(pool)
-                if spec is None:
-                    out.append(Violation(sample.t, sample.sim_hour, name, pool, replicas, "unknown pool"))
-                    continue
-                ok, reason = pool_admits(Sensitivity(info.sensitivity), spec, allow_public_burst=info.allow_public_burst)
-                if not ok:
-                    out.append(Violation(sample.t, sample.sim_hour, name, pool, replicas, reason))
-    return out
-
-
-def tenancy_replicas(timeline: Timeline, sample: Sample, model: str) -> tuple[int, int]:
-    """(private, public) running replicas of ``model`` in ``sample``."""
-    ms = sample.models.get(model)
-    if ms is None:
-        return 0, 0
-    private = public = 0
-    for pool, n in ms.replicas_by_pool.items():
-        info = timeline.pool(pool)
-        if info is not None and info.tenancy == "public":
-            public += n
-        else:
-            private += n
-    return private, public
-
-
-def in_sale(timeline: Timeline, sim_hour: float) -> bool:
-    sale = timeline.sale
-    return sale is not None and sale.start_hour <= sim_hour < sale.end_hour
-
-
-def max_public_replicas(timeline: Timeline, model: str, *, during_sale: bool) -> int:
-    """Largest number of public replicas of ``model`` seen inside (or outside) the flash sale window."""
-    return max(
-        (tenancy_replicas(timeline, s, model)[1] for s in timeline.samples if in_sale(timeline, s.sim_hour) == during_sale),
-        default=0,
-    )
-
-
-def slo_attainment(timeline: Timeline) -> dict[str, tuple[int, int]]:
-    """Per model: (samples with p95 within SLO, samples with a p95 at all). Server-side p95, client p95 as fallback."""
-    out: dict[str, tuple[int, int]] = {}
-    for m in timeline.models:
-        ok = total = 0
-        for s in timeline.samples:
-            ms = s.models.get(m.name)
-            p95 = None if ms is None else (ms.p95_ms if ms.p95_ms is not None else ms.client_p95_ms)
-            if p95 is None or (ms is not None and ms.served_rps <= 0):
-                continue
-            total += 1
-            ok += p95 <= m.slo_p95_ms
-        out[m.name] = (ok, total)
-    return out
-
-
-def first_public_replica_hour(timeline: Timeline, model: str) -> float | None:
-    """Simulated hour when ``model`` first ran a public replica, or None."""
-    return next((s.sim_hour for s in timeline.samples if tenancy_replicas(timeline, s, model)[1] > 0), None)
-
-
-def last_public_replica_hour(timeline: Timeline, model: str) -> float | None:
-    """Simulated hour of the last observation with a public replica of ``model``, or None."""
-    return next((s.sim_hour for s in reversed(timeline.samples) if tenancy_replicas(timeline, s, model)[1] > 0), None)
-
-
-def summary_lines(timeline: Timeline) -> list[str]:
-    """Plain sentences for the terminal and the report: what happened and what it cost."""
-    cur = timeline.currency
-    hours = simulated_hours(timeline)
-    spend = spend_by_model(timeline)
-    static = peak_provisioning_spend(timeline)
-    lines = [
-        f"Simulated {hours:.1f} h in {timeline.real_seconds:.0f} s of real time; "
-        f"total spend {money(sum(spend.values()), cur)} vs {money(sum(static.values()), cur)} "
-        "had every model kept its peak capacity all day."
-    ]
-    for m in timeline.models:
-        line = f"{m.name} ({m.sensitivity}): spent {money(spend.get(m.name, 0.0), cur)}"
-        if m.budget_per_hour is not None and hours > 0:
-            line += f" (budget {money(m.budget_per_hour, m.budget_currency)}/h = {money(m.budget_per_hour * hours, m.budget_currency)} for the period)"
-        lines.append(line + ".")
-    violations = placement_violations(timeline)
-    if violations:
-        v = violations[0]
-        lines.append(f"PLACEMENT VIOLATION: {len(violations)} observation(s), first {v.model} on {v.pool} at {clock(v.sim_hour)}: {v.reason}.")
-    else:
-        sensitive = [m.name for m in timeline.models if m.sensitivity in ("restricted", "confidential")]
-        if sensitive:
-            lines.append(f"{', '.join(sensitive)} never ran on a public pool ({len(timeline.samples)} observations).")
-    sale = timeline.sale
-    if sale is not None:
-        inside = max_public_replicas(timeline, sale.model, during_sale=True)
-        outside = max_public_replicas(timeline, sale.model, during_sale=False)
-        first = first_public_replica_hour(timeline, sale.model)
-        last = last_public_replica_hour(timeline, sale.model)
-        when = ""
-        if first is not None and last is not None:
-            lead = sale.start_hour - first
-            when = (f"; public replicas from {clock(first)}"
-                    + (f" ({lead * 60:.0f} simulated minutes before the sale)" if lead > 0 else "")
-                    + f" to {clock(last)}")
-        lines.append(
-            f"Flash sale {clock(sale.start_hour)}-{clock(sale.end_hour)} (x{sale.multiplier:g}) on {sale.model}: "
-            f"up to {inside} public replica(s) during the sale, {outside} outside it{when}."
-        )
-    return lines
 
 
 # ------------------------------------------------------------------------------------------------- series

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from hybridrec_local.localcluster import LocalCluster
-from hybridrec_local.report import PLOTS, Timeline, placement_violations
+from hybridrec_local.report import PLOTS
+from hybridrec_local.summary import placement_violations
+from hybridrec_local.timeline import Timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 

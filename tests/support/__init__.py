@@ -1,18 +1,17 @@
-"""Shared helpers for the end-to-end tests and the demo (real processes on 127.0.0.1, bounded load).
+"""Shared helpers for the integration and end-to-end tests (real processes on 127.0.0.1, bounded load).
 
 ``tests/`` is on ``sys.path`` under pytest (rootdir conftest), so tests import ``support``; scripts outside
-pytest add ``tests/`` to ``sys.path`` first.
+pytest add ``tests/`` to ``sys.path`` first. The load generator is the demo's own (:mod:`hybridrec_local.loadgen`).
 """
 
-from support.load import LoadStats, PacedLoad, ramp, read_servers, steps
+from hybridrec_local.loadgen import LoadStats, PacedLoad, ramp, read_servers, steps
+from support.operator import OperatorProcess, parse_metrics
 from support.stack import (
     FAKE_AWS,
     MotoS3,
-    OperatorProcess,
     PodRunnerProcess,
     eventually,
     log_tail,
-    parse_metrics,
     prom_metric_names,
     prom_query,
     prom_scalar,

@@ -1,6 +1,6 @@
-"""Real components for end-to-end tests and the demo: a moto_server S3 with a pushed artifact, the pod runner,
-and small helpers (polling, Prometheus queries). Every process binds 127.0.0.1 on a free port and dies with
-the process that started it (PR_SET_PDEATHSIG).
+"""Real components for the end-to-end tests: a moto_server S3 with a pushed artifact, the pod runner, and small
+helpers (polling, Prometheus queries). Every process binds 127.0.0.1 on a free port and dies with the process that
+started it (PR_SET_PDEATHSIG). The operator process is in :mod:`support.operator`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import httpx
 import pytest
 
-from hybridrec_local.localcluster import die_with_parent, tail, terminate
-from hybridrec_local.promlocal import SERVER_TARGETS, free_port
+from hybridrec_local.processes import die_with_parent, free_port, tail, terminate
+from hybridrec_local.promlocal import SERVER_TARGETS
 
 T = TypeVar("T")
 
@@ -230,79 +230,3 @@ class PodRunnerProcess:
 
     def stop(self) -> None:
         stop_process(self.proc, self.grace_s + 10)
-
-
-# ----------------------------------------------------------------------------------------------- the operator
-
-
-def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Prometheus text exposition -> {(sample name, sorted labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
-    return out
-
-
-@dataclass
-class OperatorProcess:
-    """The hybridrec operator as a subprocess, started the way it is deployed: ``python -m
-    hybridrec_operator.cli.operator run`` (``hybridrec operator run``), which loads the handlers and the cost controller.
-
-    ``namespaces`` limits what it serves, so tests running other operators in the same cluster never share objects
-    with it. ``prometheus_url`` turns the cost controller on.
-    """
-
-    kubeconfig: Path
-    workdir: Path
-    namespaces: Sequence[str] = ()
-    prometheus_url: str | None = None
-    interval_s: float = 5.0
-    env: Mapping[str, str] = field(default_factory=dict)
-    metrics_port: int = 0
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "operator.log"
-
-    @property
-    def metrics_address(self) -> str:
-        return f"127.0.0.1:{self.metrics_port}"
-
-    def start(self, timeout_s: float = 60.0) -> "OperatorProcess":
-        self.metrics_port = self.metrics_port or free_port()
-        scope = [a for ns in self.namespaces for a in ("--namespace", ns)] or ["--all-namespaces"]
-        argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", "--standalone", *scope,
-                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-                "--control-interval", f"{self.interval_s:g}",
-                *(["--prometheus-url", self.prometheus_url] if self.prometheus_url else [])]
-        env = {"KUBECONFIG": str(self.kubeconfig), **self.env}
-        if not self.prometheus_url:
-            env["HYBRIDREC_PROMETHEUS_URL"] = ""  # never inherit one from the test's environment: controller off
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = start_logged(argv, self.log_path, env)
-
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{log_tail(self.log_path)}")
-            try:
-                return httpx.get(f"http://{self.metrics_address}/metrics", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        eventually(up, timeout_s, 0.3, "operator /metrics")
-        return self
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return parse_metrics(httpx.get(f"http://{self.metrics_address}/metrics", timeout=5.0).text)
-
-    def sample(self, name: str, **labels: str) -> float:
-        """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none)."""
-        want = set(labels.items())
-        return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= set(ls))
-
-    def stop(self) -> None:
-        stop_process(self.proc, 20.0)

@@ -15,12 +15,8 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from hybridrec_local.localcluster import (
-    BUILD_COMMAND,
-    ClusterError,
-    LocalCluster,
-    descendant_pids,
-)
+from hybridrec_local.localcluster import BUILD_COMMAND, ClusterError, LocalCluster
+from hybridrec_local.processes import descendant_pids
 from support.stack import wait_for
 
 # pool -> (nodes, GPUs per node, tenancy, capacity type or None, GPU model)

@@ -13,17 +13,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hybridrec_local.localcluster import (
-    CONFIG_DIR,
-    ClusterState,
-    LocalCluster,
-    ProcessRecord,
-    descendants,
-    ensure_pki,
-    free_ports,
-    parse_proc_stat,
-    render_kubeconfig,
-)
+from hybridrec_local.components import CONFIG_DIR
+from hybridrec_local.localcluster import ClusterState, LocalCluster
+from hybridrec_local.pki import ensure_pki, render_kubeconfig
+from hybridrec_local.processes import ProcessRecord, descendants, free_ports, parse_proc_stat
 
 # pool -> (nodes, GPUs per node, tenancy, capacity type or None)
 EXPECTED_POOLS = {

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from hybridrec_local.localcluster import LocalCluster, free_ports, tail
-from support.stack import wait_for
+from hybridrec_local.localcluster import LocalCluster
+from support.operator import OperatorProcess as _OperatorProcess
+from support.stack import wait_for  # noqa: F401 - the suite's tests import it from here
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "manifests" / "samples"
@@ -33,66 +28,14 @@ FAST_ENV = {
 }
 
 
-class OperatorProcess:
-    """An operator subprocess with its own log file and metrics port."""
+class OperatorProcess(_OperatorProcess):
+    """The shared operator subprocess (:mod:`support.operator`) with this suite's fast clocks, registered in
+    ``OPERATORS`` so a failing test's report carries its log."""
 
     def __init__(self, cluster: LocalCluster, log_dir: Path, name: str, args: list[str],
                  env: dict[str, str] | None = None, *, via_kopf: bool = False) -> None:
-        self.cluster, self.name, self.args, self.via_kopf = cluster, name, args, via_kopf
-        self.env = {**FAST_ENV, **cluster.env(), **(env or {})}
-        self.log = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = 0
+        super().__init__(cluster, log_dir, name, args, {**FAST_ENV, **(env or {})}, via_kopf=via_kopf)
         OPERATORS.append(self)
-
-    def start(self) -> OperatorProcess:
-        self.metrics_port = free_ports(1)[0]
-        if self.via_kopf:  # plain `kopf run -m hybridrec_operator.controller.handlers`, configured through the environment
-            argv = [sys.executable, "-m", "kopf", "run", "-A", "-m", "hybridrec_operator.controller.handlers", *self.args]
-            env = {**self.env, "HYBRIDREC_METRICS_PORT": str(self.metrics_port), "HYBRIDREC_METRICS_ADDRESS": "127.0.0.1"}
-        else:
-            argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", *self.args,
-                    "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
-            env = self.env
-        self.proc = self.cluster.start_process(self.name, argv, env=env, log_path=self.log, die_with_parent=True)
-        wait_for(lambda: "hybridrec operator started" in self.log.read_text(errors="replace") or self.exited(),
-                 60, f"{self.name} to start")
-        if self.exited():
-            pytest.fail(f"{self.name} exited at start-up:\n{tail(self.log, 40)}")
-        return self
-
-    def exited(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-    def kill9(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 class Kube:

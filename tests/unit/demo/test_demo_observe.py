@@ -7,21 +7,19 @@ import io
 import pytest
 from rich.console import Console
 
-from hybridrec_local.demo import (
-    SCENARIO_FILE,
+from hybridrec_local.demo.files import SCENARIO_FILE
+from hybridrec_local.demo.live import render_live, status_line
+from hybridrec_local.demo.observe import (
     LoadSnapshot,
-    _status_line,
     build_sample,
-    load_scenario,
-    loopback_only,
     new_decisions,
     placements_of,
     prom_vector,
-    render_live,
     running_replicas,
-    window_stats,
 )
-from hybridrec_local.report import ModelInfo, Timeline
+from hybridrec_local.demo.scenario import load_scenario
+from hybridrec_local.loadgen import loopback_only, window_stats
+from hybridrec_local.timeline import ModelInfo, Timeline
 
 MODELS = [ModelInfo("account-recs", "default", "restricted", 50.0), ModelInfo("homepage-recs", "default", "internal", 80.0, True)]
 
@@ -106,7 +104,7 @@ def test_window_stats_rates_and_p95() -> None:
 
 
 def _timeline() -> Timeline:
-    from hybridrec_local.report import FlashSale, PoolInfo
+    from hybridrec_local.timeline import FlashSale, PoolInfo
 
     pools = [PoolInfo("onprem-a100", "private", 0.9, "USD", "reserved"), PoolInfo("aws-spot-l4", "public", 1.2, "USD", "spot")]
     return Timeline(started_at="x", real_seconds=240, start_hour=4, currency="USD", pools=pools, models=list(MODELS),
@@ -141,11 +139,11 @@ def test_live_view_and_status_line_before_any_sample() -> None:
     sc = load_scenario(SCENARIO_FILE)
     tl = _timeline()
     assert "none yet" in render(render_live(tl, sc, 0.0))
-    assert _status_line(tl, sc, 0.0) == "[04:00]"
+    assert status_line(tl, sc, 0.0) == "[04:00]"
 
 
 def test_live_view_shows_operator_text_literally() -> None:
-    from hybridrec_local.report import DecisionRecord
+    from hybridrec_local.timeline import DecisionRecord
 
     sc = load_scenario(SCENARIO_FILE)
     tl = _timeline()

@@ -8,27 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridrec_local.demo import POOLS_FILE, pool_infos
-from hybridrec_local.report import (
-    PLOTS,
-    DecisionRecord,
-    FlashSale,
-    ModelInfo,
-    ModelSample,
-    Sample,
-    Timeline,
+from hybridrec_local.demo.files import POOLS_FILE
+from hybridrec_local.demo.manifests import pool_infos
+from hybridrec_local.report import PLOTS, render_html, write_report
+from hybridrec_local.summary import (
     clock,
     max_public_replicas,
     money,
     peak_provisioning_spend,
     placement_violations,
-    render_html,
     slo_attainment,
     spend_by_model,
     spend_by_pool,
     summary_lines,
-    write_report,
 )
+from hybridrec_local.timeline import DecisionRecord, FlashSale, ModelInfo, ModelSample, Sample, Timeline
 
 def _models() -> list[ModelInfo]:
     return [

@@ -9,23 +9,19 @@ import pytest
 import yaml
 
 from hybridrec_operator.api.models import ScheduledEvent, parse_pool, parse_rmd
-from hybridrec_local.demo import (
-    MODELS_FILE,
-    POOLS_FILE,
-    SCENARIO_FILE,
-    Artifact,
+from hybridrec_local.demo.errors import DemoError
+from hybridrec_local.demo.files import MODELS_FILE, POOLS_FILE, SCENARIO_FILE
+from hybridrec_local.demo.manifests import Artifact, render_models, render_pools, sale_event
+from hybridrec_local.demo.scenario import (
     ScenarioError,
-    arrival_times,
     diurnal_shape,
     expected_requests,
     load_scenario,
     offered_rps,
     parse_scenario,
-    render_models,
-    render_pools,
-    sale_event,
     traffic_curve,
 )
+from hybridrec_local.loadgen import arrival_times
 
 
 def scenario_doc(**overrides: object) -> dict:
@@ -184,7 +180,6 @@ def test_rendered_samples_are_valid_resources_with_the_demo_overrides() -> None:
 
 
 def test_render_models_refuses_a_missing_architecture() -> None:
-    from hybridrec_local.demo import DemoError
 
     sc = load_scenario(SCENARIO_FILE)
     with pytest.raises(DemoError, match="no matrix-factorization artifact"):
