@@ -47,9 +47,8 @@ def test_defaults_render_the_expected_objects(helm: str) -> None:
     docs = objects(template(helm).stdout)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Service",
-         "ConfigMap", "ConfigMap", "ConfigMap", "ClusterKopfPeering", "ValidatingAdmissionPolicy",
-         "ValidatingAdmissionPolicyBinding"]
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "PodDisruptionBudget",
+         "Service", "ConfigMap", "ConfigMap", "ConfigMap", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     )
     # Without the prometheus-operator API, "auto" leaves the monitoring objects out; no sample pools by default.
     assert not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "PrometheusRule") and not by_kind(docs, "ComputePool")
@@ -91,7 +90,8 @@ def test_deployment_security_and_probes(helm: str) -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["image"] == "ghcr.io/hybridrec/operator:0.1.0"
     assert container["args"][:2] == ["operator", "run"]
-    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"] and "--peering=hybridrec" in container["args"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"] and "--lease-name=hybridrec" in container["args"]
+    assert "--lease-namespace=hybridrec-system" in container["args"] and "--lease-duration=15" in container["args"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8000, "health": 8080}
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -132,13 +132,30 @@ def test_rbac_is_least_privilege_and_matches_the_operator_manifest(helm: str) ->
     assert flat == _rules(manifest[0]["rules"])
 
 
+def test_leader_election_rbac_is_namespaced_and_matches_the_operator_manifest(helm: str) -> None:
+    docs = objects(template(helm).stdout)
+    (role,) = by_kind(docs, "Role")
+    (binding,) = by_kind(docs, "RoleBinding")
+    # Leases in the operator's own namespace, and nothing else: read, create once, renew.
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "hybridrec-system"
+    assert _rules(role["rules"]) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hybridrec-operator", "namespace": "hybridrec-system"}]
+    manifest = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac" / "operator.yaml").read_text()) if d and d["kind"] == "Role"]
+    assert len(manifest) == 1 and _rules(role["rules"]) == _rules(manifest[0]["rules"])
+    # Without leader election the replicas need no Lease, and every one acts.
+    off = objects(template(helm, "--set", "leaderElection.enabled=false").stdout)
+    assert not by_kind(off, "Role") and not by_kind(off, "RoleBinding")
+    (dep,) = by_kind(off, "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-leader-election" in args and not any(a.startswith("--lease") for a in args)
+
+
 def test_crds_are_byte_identical_copies(helm: str) -> None:
     source = {p.name: p.read_bytes() for p in (ROOT / "manifests" / "crds").glob("*.yaml")}
     chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
     assert source, "manifests/crds is empty: run `make crds`"
-    assert {k: v for k, v in chart.items() if k != "kopf.dev_peerings.yaml"} == source
-    kinds = {d["spec"]["names"]["kind"] for d in yaml.safe_load_all(chart["kopf.dev_peerings.yaml"]) if d}
-    assert kinds == {"ClusterKopfPeering", "KopfPeering"}
+    assert chart == source  # leader election rests on Leases, a built-in kind: no third-party CRD ships any more
 
 
 def test_admission_policy_is_the_manifest_one(helm: str) -> None:
@@ -180,7 +197,8 @@ BAD_VALUES = [
     (["--set", "operator.logLevel=trace"], "logLevel"),
     (["--set", "resources.requests.memory=lots"], "memory"),
     (["--set", "serviceMonitor.interval=30 seconds"], "interval"),
-    (["--set", "peering.name=Hybrid_Rec"], "peering/name"),
+    (["--set", "leaderElection.leaseName=Hybrid_Rec"], "leaderElection/leaseName"),
+    (["--set", "leaderElection.leaseDurationSeconds=1"], "leaderElection/leaseDurationSeconds"),
     (["--set", "unknownKey=1"], "unknownKey"),
     (["--set", "podDisruptionBudget.minAvailable=2"], "podDisruptionBudget.minAvailable"),
     (["--set", "serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"], "metrics.service.enabled"),

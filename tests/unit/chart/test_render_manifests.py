@@ -40,7 +40,7 @@ def test_install_manifest_is_the_default_chart_without_crds() -> None:
 def test_kustomization_lists_crds_and_install() -> None:
     kust = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     crds = sorted(f"crds/{p.name}" for p in (ROOT / "manifests" / "crds").glob("*.yaml"))
-    assert kust["resources"] == [*crds, "install/kopf-peering-crds.yaml", "install/namespace.yaml", "install/hybridrec.yaml"]
+    assert kust["resources"] == [*crds, "install/namespace.yaml", "install/hybridrec.yaml"]
     for resource in kust["resources"]:
         assert (ROOT / "manifests" / resource).is_file()
 
