@@ -10,7 +10,10 @@ loop keeps accepting requests, and resolves each caller's future with its own re
 * cancellation: a caller that gave up (client disconnect, timeout) cancels its future and the item
   is dropped before it reaches the model;
 * back-pressure: the queue is bounded; ``submit`` raises :class:`QueueFullError` at once when full;
-* drain: ``drain()`` stops new submissions and waits until everything queued has been answered.
+* drain: ``drain()`` stops new submissions and waits until everything queued has been answered;
+* bounded work per call: with ``weight`` and ``max_batch_weight`` a batch also closes once the summed weight of its
+  items (for the model server: ids to score) reaches the bound, so one handler call never takes much longer than a
+  bound set in the settings, however large the requests (a single heavier item still runs alone).
 
 The batcher knows nothing about HTTP or Prometheus: metrics are fed through two optional callbacks.
 """
@@ -73,6 +76,8 @@ class DynamicBatcher(Generic[T, R]):
         on_batch: Callable[[int], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
         keep_batch_sizes: bool = False,
+        weight: Callable[[T], int] | None = None,
+        max_batch_weight: int | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_batch_delay_ms < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, max_batch_delay_ms >= 0")
@@ -86,6 +91,10 @@ class DynamicBatcher(Generic[T, R]):
         self._on_batch = on_batch
         self._on_queue_depth = on_queue_depth
         self._keep_sizes = keep_batch_sizes
+        if max_batch_weight is not None and max_batch_weight < 1:
+            raise ValueError("max_batch_weight must be >= 1")
+        self._weight = weight if max_batch_weight is not None else None
+        self.max_batch_weight = max_batch_weight
         self._queue: collections.deque[_Pending[T, R]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -197,12 +206,19 @@ class DynamicBatcher(Generic[T, R]):
             except asyncio.TimeoutError:
                 break
         batch: list[_Pending[T, R]] = []
+        total = 0
         while self._queue and len(batch) < self.max_batch_size:
-            pending = self._queue.popleft()
+            pending = self._queue[0]
             if pending.future.done():  # cancelled by its caller while queued
+                self._queue.popleft()
                 self.stats.dropped_cancelled += 1
                 continue
-            batch.append(pending)
+            if self._weight is not None and self.max_batch_weight is not None:
+                w = max(1, self._weight(pending.item))
+                if batch and total + w > self.max_batch_weight:
+                    break  # the rest waits for the next call: bounded work per handler call
+                total += w
+            batch.append(self._queue.popleft())
         if len(self._queue) < self.max_batch_size:
             self._batch_full.clear()
         self._report_depth()

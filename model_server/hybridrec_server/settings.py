@@ -38,6 +38,13 @@ class Settings:
     device: str | None = None
     log_level: str = "info"
     shutdown_timeout_s: float = 30.0
+    #: Ids one forward call scores at most (user rows + candidates + exclusions summed over the batch). Larger
+    #: batches are split, so one forward on the executor thread stays short: about 10 ms per 64k ids on one CPU
+    #: core for the sample models (measured in tests/unit/server), and /healthz never waits for a long one.
+    max_forward_ids: int = 65_536
+    #: Largest request body accepted (413 above it). Parsing is the one step that holds the interpreter lock in a
+    #: single call (about 10 ms per MiB), so this also bounds how long /healthz can wait.
+    max_body_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -66,6 +73,8 @@ class Settings:
             ("max_queue", "HYBRIDREC_MAX_QUEUE", int),
             ("torch_threads", "HYBRIDREC_TORCH_THREADS", int),
             ("shutdown_timeout_s", "HYBRIDREC_SHUTDOWN_TIMEOUT_S", float),
+            ("max_forward_ids", "HYBRIDREC_MAX_FORWARD_IDS", int),
+            ("max_body_bytes", "HYBRIDREC_MAX_BODY_BYTES", int),
         ):
             raw = env.get(var)
             if raw:
@@ -89,6 +98,8 @@ class Settings:
             raise SettingsError(f"HYBRIDREC_PORT={self.port} out of range")
         if self.max_batch_size < 1 or self.max_queue < 1 or self.max_batch_delay_ms < 0:
             raise SettingsError("HYBRIDREC_MAX_BATCH_SIZE/MAX_QUEUE must be >= 1 and MAX_BATCH_DELAY_MS >= 0")
+        if self.max_forward_ids < 1 or self.max_body_bytes < 1024:
+            raise SettingsError("HYBRIDREC_MAX_FORWARD_IDS must be >= 1 and HYBRIDREC_MAX_BODY_BYTES >= 1024")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise SettingsError("HYBRIDREC_TORCH_THREADS must be >= 1")
 
