@@ -1,8 +1,8 @@
 """The Helm chart installed into the real local control plane, and the operator running under the chart's RBAC.
 
 Pods cannot really run here (kwok nodes), so the operator runs as a local process whose kubeconfig holds ONLY a
-token of the chart's ServiceAccount (TokenRequest API): if the chart's ClusterRole missed a permission the
-operator needs, reconciling the sample model would fail.
+token of the chart's ServiceAccount (TokenRequest API): if the chart's ClusterRole (or the Role for its Lease)
+missed a permission the operator needs, electing a leader or reconciling the sample model would fail.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CHART = ROOT / "helm" / "hybridrec"
 RELEASE = "hybridrec-it"
 NAMESPACE = "hybridrec-chart-it"
 WORKLOAD_NS = "chart-it-models"
-PEERING = "hybridrec-chart-it"
+LEASE = "hybridrec-chart-it"
 POOL = "chart-it-t4"
 SA = f"{RELEASE}-operator"
 POLICY = "hybridrec-sensitive-placement"
@@ -60,7 +60,7 @@ def release(cluster: LocalCluster) -> Iterator[subprocess.CompletedProcess[str]]
     policy = "false" if _exists(cluster, "validatingadmissionpolicy", POLICY) else "true"
     installed = helm(
         cluster, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-        "--set", f"peering.name={PEERING}", "--set", f"admissionPolicy.enabled={policy}",
+        "--set", f"leaderElection.leaseName={LEASE}", "--set", f"admissionPolicy.enabled={policy}",
         "--set", "operator.prometheusUrl=http://127.0.0.1:1",
     )
     try:
@@ -78,9 +78,10 @@ def test_install_succeeds_and_creates_the_operator(cluster: LocalCluster, releas
     dep = json.loads(cluster.kubectl("get", "deployment", f"{RELEASE}-operator", "-n", NAMESPACE, "-o", "json").stdout)
     assert dep["spec"]["replicas"] == 2
     assert _exists(cluster, "clusterrole", f"{RELEASE}-operator")
-    assert _exists(cluster, "clusterkopfpeering", PEERING)
-    for crd in ("computepools.hybridrec.io", "recmodeldeployments.hybridrec.io", "clusterkopfpeerings.kopf.dev"):
+    assert _exists(cluster, "role", f"{RELEASE}-operator-leader-election", "-n", NAMESPACE)
+    for crd in ("computepools.hybridrec.io", "recmodeldeployments.hybridrec.io"):
         assert _exists(cluster, "crd", crd)
+    assert not _exists(cluster, "crd", "clusterkopfpeerings.kopf.dev")  # leader election needs no third-party CRD
     configmaps = cluster.kubectl("get", "configmaps", "-n", NAMESPACE, "-l", "grafana_dashboard=1", "-o", "name").stdout.split()
     assert len(configmaps) == 3
 
@@ -104,7 +105,9 @@ ALLOWED = [
     ("watch", "nodes", ""),
     ("list", "pods", "--all-namespaces"),
     ("create", "events", "-n", "default"),
-    ("patch", "clusterkopfpeerings.kopf.dev", ""),
+    ("get", "leases.coordination.k8s.io", "-n", NAMESPACE),
+    ("create", "leases.coordination.k8s.io", "-n", NAMESPACE),
+    ("update", "leases.coordination.k8s.io", "-n", NAMESPACE),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
 ]
 DENIED = [
@@ -121,6 +124,8 @@ DENIED = [
     ("impersonate", "serviceaccounts", "-n", "default"),
     ("create", "serviceaccounts", "--subresource=token", "-n", NAMESPACE),
     ("delete", "namespaces", ""),
+    ("update", "leases.coordination.k8s.io", "-n", "default"),  # its own namespace's Leases only
+    ("delete", "leases.coordination.k8s.io", "-n", NAMESPACE),
 ]
 
 
@@ -188,8 +193,9 @@ def test_operator_with_the_chart_identity_reconciles_a_sample(cluster: LocalClus
         "HYBRIDREC_RESYNC_SECONDS": "5",
     }
     log = tmp_path / "operator.log"
-    argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", "--all-namespaces", f"--peering={PEERING}",
-            "--metrics-port=0", "--priority=100"]
+    # Leader election on, on the chart's Lease in the release namespace, as the chart's pods run it.
+    argv = [sys.executable, "-m", "hybridrec_operator.cli.operator", "run", "--all-namespaces", f"--lease-name={LEASE}",
+            f"--lease-namespace={NAMESPACE}", "--metrics-port=0"]
     cluster.kubectl("create", "namespace", WORKLOAD_NS, check=False)
     operator = start_logged(argv, log, env=env)
     try:
@@ -205,8 +211,8 @@ def test_operator_with_the_chart_identity_reconciles_a_sample(cluster: LocalClus
         assert _exists(cluster, "deployment", "-n", WORKLOAD_NS, "-l", "hybridrec.io/model=chart-it-recs")
         # Every API call went through the ServiceAccount: no Forbidden in the operator's log.
         assert "Forbidden" not in log.read_text(), log_tail(log, 60)
-        peering = json.loads(cluster.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json").stdout)
-        assert peering.get("status"), "the operator did not announce itself in the chart's ClusterKopfPeering"
+        lease = json.loads(cluster.kubectl("get", "lease", LEASE, "-n", NAMESPACE, "-o", "json").stdout)
+        assert lease["spec"].get("holderIdentity"), "the operator does not hold the chart's Lease"
     finally:
         cluster.kubectl("delete", "rmd", "chart-it-recs", "-n", WORKLOAD_NS, "--ignore-not-found", "--wait=true", "--timeout=60s", check=False)
         stop_process(operator)
@@ -227,5 +233,4 @@ def test_uninstall_leaves_no_cluster_role(cluster: LocalCluster, release: Any) -
         time.sleep(1)
     assert not _exists(cluster, "clusterrole", f"{RELEASE}-operator")
     assert not _exists(cluster, "clusterrolebinding", f"{RELEASE}-operator")
-    assert not _exists(cluster, "clusterkopfpeering", PEERING)
     assert not cluster.kubectl("get", "clusterroles", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name").stdout.strip()

@@ -1,7 +1,7 @@
 """Fixtures for the operator against the real local control plane (API server, scheduler, controller-manager, kwok).
 
 One operator process (``python -m hybridrec_operator.cli.operator run --standalone``) serves each test module;
-tests that need it stopped or replaced (kill -9, peering, RBAC) stop it and the next test gets it back. Its log
+tests that need it stopped or replaced (kill -9, leader election, RBAC) stop it and the next test gets it back. Its log
 goes to a temp file whose tail is attached to the report of any failing test.
 """
 
@@ -24,11 +24,10 @@ def kube(cluster: LocalCluster) -> Kube:
 
 @pytest.fixture(scope="session")
 def installed(kube: Kube) -> Kube:
-    """CRDs, the kopf peering CRDs, the sample pools and the admission policy, installed once."""
+    """CRDs, the sample pools and the admission policy, installed once."""
     kube("apply", "-f", str(ROOT / "manifests" / "crds"))
-    kube("apply", "-f", str(ROOT / "manifests" / "install" / "kopf-peering-crds.yaml"))
     kube("wait", "--for=condition=Established", "--timeout=60s", "crd/computepools.hybridrec.io",
-         "crd/recmodeldeployments.hybridrec.io", "crd/clusterkopfpeerings.kopf.dev")
+         "crd/recmodeldeployments.hybridrec.io")
     kube("apply", "-f", str(SAMPLES / "pools.yaml"))
     kube("apply", "-f", str(ROOT / "manifests" / "policy"))
     return kube

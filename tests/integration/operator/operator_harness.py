@@ -24,7 +24,10 @@ FAST_ENV = {
     "HYBRIDREC_RESYNC_SECONDS": "15",
     "HYBRIDREC_PENDING_GRACE_SECONDS": "5",
     "HYBRIDREC_POOL_STATUS_DELAY": "0.3",
-    "HYBRIDREC_PEERING_LIFETIME": "6",
+    # Leader election: a killed leader is replaced within 8 s (the default is 15 s).
+    "HYBRIDREC_LEASE_DURATION_SECONDS": "8",
+    "HYBRIDREC_LEASE_RENEW_DEADLINE_SECONDS": "5",
+    "HYBRIDREC_LEASE_RETRY_SECONDS": "1",
 }
 
 

@@ -1,17 +1,21 @@
-"""Operator processes coming and going: kill -9 mid-reconcile, two peered replicas, running under its RBAC account."""
+"""Operator processes coming and going: kill -9 mid-reconcile, two replicas electing a leader on a Lease, plain
+`kopf run`, running under its RBAC account."""
 
 from __future__ import annotations
 
 import base64
 import re
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
 import pytest
 import yaml
 
 from hybridrec_local.localcluster import LocalCluster
 
-from operator_harness import MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
+from operator_harness import FAST_ENV, MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -50,43 +54,64 @@ def test_kill9_mid_reconcile_and_restart_converges_without_duplicates_or_orphans
     wait_for(lambda: len(kube.items("pods", namespace, MANAGED)) == 4, 60, "exactly 4 pods")
 
 
-def test_two_peered_replicas_only_one_acts_and_the_other_takes_over(
+def lease_of(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    return (kube.get("lease", name, namespace) or {}).get("spec") or {}
+
+
+def test_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over(
         shared_operator: OperatorProcess, cluster: LocalCluster, kube: Kube, namespace: str,
         operator_log_dir: Path) -> None:
-    shared_operator.stop()  # a standalone operator would act regardless of peering
-    kube("delete", "clusterkopfpeering", "hybridrec", "--ignore-not-found")
-    first = OperatorProcess(cluster, operator_log_dir, "peer-a", ["--peering", "hybridrec", "--priority", "200"]).start()
-    second = OperatorProcess(cluster, operator_log_dir, "peer-b", ["--peering", "hybridrec", "--priority", "100"]).start()
+    shared_operator.stop()  # a standalone operator would act regardless of the Lease
+    lease = f"ha-{namespace}"
+    election = ["--lease-name", lease, "--lease-namespace", namespace]
+    duration = float(FAST_ENV["HYBRIDREC_LEASE_DURATION_SECONDS"])
+    retry = float(FAST_ENV["HYBRIDREC_LEASE_RETRY_SECONDS"])
+    first = OperatorProcess(cluster, operator_log_dir, "leader-a", election).start()
+    second = None
     try:
-        # The operator created the peering object; both replicas announced themselves in it.
-        wait_for(lambda: len((kube.get("clusterkopfpeering", "hybridrec") or {}).get("status") or {}) == 2, 30,
-                 "both replicas in the peering object")
+        # The first replica creates the Lease and holds it; the second starts as a standby.
+        holder = wait_for(lambda: lease_of(kube, namespace, lease).get("holderIdentity"), 30, "leader-a to hold the lease")
+        second = OperatorProcess(cluster, operator_log_dir, "leader-b", election).start()
         kube.apply(sample_models(namespace, "trending"))
         wait_for(lambda: rmd_ready(kube, namespace, "trending"), 90, "trending Ready")
+        spec = lease_of(kube, namespace, lease)
+        assert spec["holderIdentity"] == holder and spec.get("leaseTransitions", 0) == 0
+        assert spec["leaseDurationSeconds"] == int(duration) and spec["renewTime"] != spec["acquireTime"]  # renewed
         assert reconciles(first) > 0
-        assert reconciles(second) == 0, "the lower-priority replica must stand by"
+        assert reconciles(second) == 0, "the standby replica must not act"
 
-        first.kill9()  # no goodbye in the peering object: the survivor waits out the lifetime (6 s here)
+        first.kill9()  # no release: the survivor waits out the lease duration
+        killed = time.monotonic()
+        taken = wait_for(lambda: (s := lease_of(kube, namespace, lease)).get("holderIdentity") not in (None, "", holder) and s,
+                         3 * duration, "the standby to take the lease over", interval=0.2)
+        took = time.monotonic() - killed
+        # At most one lease duration after the last renewal it saw, plus one (jittered) retry period to notice.
+        assert took <= duration + 1.2 * retry + 1.0, f"took over after {took:.1f} s"
+        assert taken["leaseTransitions"] == 1 and taken["acquireTime"] != spec["acquireTime"]
         kube("scale", "rmd", "trending", "-n", namespace, "--replicas=2")
         rmd = wait_for(lambda: (r := rmd_ready(kube, namespace, "trending")) and r["status"]["replicas"] == 2 and r,
-                       60, "the standby replica to take over")
+                       60, "the new leader to act")
         assert rmd["status"]["lastDecision"]["message"].startswith("2 replicas")
         assert reconciles(second) > 0
-        assert "Resuming operations" in second.log_text()
     finally:
         first.stop()
-        second.stop()
+        if second is not None:
+            second.stop()
 
 
 def test_plain_kopf_run_serves_the_handlers(
         shared_operator: OperatorProcess, cluster: LocalCluster, kube: Kube, namespace: str, operator_log_dir: Path) -> None:
     shared_operator.stop()
-    op = OperatorProcess(cluster, operator_log_dir, "kopf-run", ["--standalone"], via_kopf=True).start()
+    # Configured through the environment only, leader election included (on by default; kopf's own peering stays
+    # off whatever kopf's flags say).
+    env = {"HYBRIDREC_LEASE_NAME": f"kopf-run-{namespace}", "HYBRIDREC_LEASE_NAMESPACE": namespace}
+    op = OperatorProcess(cluster, operator_log_dir, "kopf-run", [], env=env, via_kopf=True).start()
     try:
         kube.apply(sample_models(namespace, "trending"))
         rmd = wait_for(lambda: rmd_ready(kube, namespace, "trending"), 90, "trending Ready under `kopf run -m`")
         assert {p["pool"] for p in rmd["status"]["placements"]} == {"onprem-t4"}
         assert "hybridrec_replicas" in op.metrics()
+        assert lease_of(kube, namespace, f"kopf-run-{namespace}").get("holderIdentity")
     finally:
         op.stop()
 
@@ -121,19 +146,25 @@ def test_operator_works_with_only_its_rbac(
     allowed = [("patch", "deployments"), ("create", "deployments"), ("delete", "deployments"), ("watch", "pods"),
                ("list", "nodes"), ("patch", "recmodeldeployments", "--subresource=status"),
                ("patch", "computepools", "--subresource=status"), ("create", "events"),
-               ("patch", "clusterkopfpeerings.kopf.dev"), ("create", "services"), ("create", "poddisruptionbudgets")]
+               ("create", "services"), ("create", "poddisruptionbudgets")]
     denied = [("get", "secrets"), ("create", "secrets"), ("delete", "nodes"), ("update", "recmodeldeployments"),
               ("patch", "recmodeldeployments"), ("delete", "recmodeldeployments"), ("create", "pods"),
               ("delete", "services"), ("patch", "computepools"), ("create", "clusterrolebindings"),
-              ("impersonate", "serviceaccounts"), ("*", "*")]
+              ("impersonate", "serviceaccounts"), ("update", "leases"), ("*", "*")]
     for verb, *resource in allowed:
         assert can_i(kube, verb, *resource, "-A"), f"{verb} {resource} should be allowed"
     for verb, *resource in denied:
         assert not can_i(kube, verb, *resource, "-A"), f"{verb} {resource} should be denied"
+    # Leader election: its Lease in its own namespace, nowhere else.
+    for verb in ("get", "create", "update"):
+        assert can_i(kube, verb, "leases", "-n", "hybridrec-system"), f"{verb} leases should be allowed"
+    assert not can_i(kube, "update", "leases", "-n", "default") and not can_i(kube, "delete", "leases", "-n", "hybridrec-system")
 
     shared_operator.stop()
     kubeconfig = serviceaccount_kubeconfig(kube, cluster, tmp_path / "sa.kubeconfig")
-    op = OperatorProcess(cluster, operator_log_dir, "operator-rbac", ["--standalone"], env={"KUBECONFIG": str(kubeconfig)})
+    # Leader election on, as deployed: the Lease in its own namespace must be within its RBAC too.
+    op = OperatorProcess(cluster, operator_log_dir, "operator-rbac", ["--lease-namespace", "hybridrec-system"],
+                         env={"KUBECONFIG": str(kubeconfig)})
     op.start()
     try:
         kube.apply(sample_models(namespace, "account-recs"))
@@ -143,5 +174,6 @@ def test_operator_works_with_only_its_rbac(
         assert "403" not in log and "Forbidden" not in log, log[-3000:]
         event = [e for e in kube.items("events", namespace) if e["reason"] == "Placed"]
         assert event, "the event could not be posted under the SA"
+        assert lease_of(kube, "hybridrec-system", "hybridrec").get("holderIdentity"), "no Lease held under the SA"
     finally:
         op.stop()  # the next test's `operator` fixture restarts the shared operator
