@@ -77,7 +77,7 @@ QUANTITY_MESSAGE = "must be a positive Kubernetes quantity such as 500m, 2, 8Gi 
 def name_rules(message: str, pattern: str, limit: int, what: str) -> list[dict[str, str]]:
     """Root CEL rules on ``metadata.name``: syntax and length, each with a message a person understands."""
     return [
-        cel(f"self.metadata.name.matches('{pattern}')", message),
+        cel(f"self.metadata.name.matches(r'{pattern}')", message),
         cel(f"size(self.metadata.name) <= {limit}", f"a {what} name has at most {limit} characters (child objects are "
             f"named <model>-<pool> and must fit 63 characters)"),
     ]
@@ -114,7 +114,7 @@ Quantity = Annotated[
         max_length=32,
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel(f"self.matches('{QUANTITY}') && isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+                cel(f"self.matches(r'{QUANTITY}') && isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
                     QUANTITY_MESSAGE)
             ]
         },
@@ -210,7 +210,7 @@ class GpuSpec(ApiModel):
             description="Extended resource that counts GPUs (domain-prefixed, e.g. nvidia.com/gpu).",
             json_schema_extra={
                 "x-kubernetes-validations": [
-                    cel(f"self.matches('{EXTENDED_RESOURCE}') && !self.contains('kubernetes.io/') && "
+                    cel(f"self.matches(r'{EXTENDED_RESOURCE}') && !self.contains('kubernetes.io/') && "
                         "!self.startsWith('requests.')", RESOURCE_NAME_MESSAGE)
                 ]
             },
@@ -259,7 +259,7 @@ class ComputePoolSpec(ApiModel):
             description="Labels that select this pool's nodes.",
             json_schema_extra={
                 "x-kubernetes-validations": [
-                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches('{LABEL_KEY}'))", LABEL_KEY_MESSAGE)
+                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches(r'{LABEL_KEY}'))", LABEL_KEY_MESSAGE)
                 ]
             },
         ),
@@ -390,7 +390,7 @@ class LabelSelector(ApiModel):
             max_length=32,
             json_schema_extra={
                 "x-kubernetes-validations": [
-                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches('{LABEL_KEY}'))",
+                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches(r'{LABEL_KEY}'))",
                         "matchLabels keys must be valid label keys")
                 ]
             },

@@ -1,11 +1,13 @@
-"""Structure of the ValidatingAdmissionPolicy guarding sensitive pods (its CEL runs against a real API server in the
-integration tests); plus: everything the renderer produces for sensitive models satisfies the policy's intent."""
+"""Structure of the ValidatingAdmissionPolicies guarding sensitive pods and hybridrec's children (their CEL runs
+against a real API server in tests/integration/admission); plus: everything the renderer produces for sensitive
+models satisfies the policies' intent."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hybridrec_operator.api.models import parse_pool, parse_rmd
@@ -15,22 +17,66 @@ REPO = Path(__file__).resolve().parents[3]
 POLICY = REPO / "manifests" / "policy" / "sensitive-placement.yaml"
 
 
+PLACEMENT, CHILDREN, MODEL = "hybridrec-sensitive-placement", "hybridrec-children", "hybridrec-model-placement"
+
+
+def policies() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Each policy by name with its binding."""
+    docs = [d for d in yaml.safe_load_all(POLICY.read_text()) if d]
+    found = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = {d["spec"]["policyName"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert len(docs) == 2 * len(found) and set(found) == set(bindings)
+    return {name: (found[name], bindings[name]) for name in found}
+
+
 def load() -> tuple[dict[str, Any], dict[str, Any]]:
-    policy, binding = [d for d in yaml.safe_load_all(POLICY.read_text()) if d]
-    return policy, binding
+    return policies()[PLACEMENT]
 
 
 def test_policy_and_binding_shape() -> None:
-    policy, binding = load()
-    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert policy["kind"] == "ValidatingAdmissionPolicy" and binding["kind"] == "ValidatingAdmissionPolicyBinding"
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert set(policies()) == {PLACEMENT, CHILDREN, MODEL}
+    for policy, binding in policies().values():
+        assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert binding["metadata"]["name"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        for validation in policy["spec"]["validations"]:
+            assert validation["messageExpression"].startswith("'hybridrec: ")
+            assert validation["reason"] in {"Forbidden", "Invalid"}
 
 
-def test_matches_pods_and_deployments_on_create_and_update() -> None:
-    policy, _ = load()
+def test_children_policy_asks_rbac_who_the_operator_is() -> None:
+    """Only holders of recmodeldeployments/children verbs (the operator's ServiceAccount, cluster admins) may touch
+    objects labelled managed-by=hybridrec; kube-system controllers may update and delete, never create."""
+    policy, _ = policies()[CHILDREN]
+    resources = {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in policy["spec"]["matchConstraints"]["resourceRules"]}
+    assert resources == {(("apps",), ("deployments",)), (("",), ("services",)), (("policy",), ("poddisruptionbudgets",)),
+                         (("networking.k8s.io",), ("networkpolicies",))}
+    for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
+        assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+    [condition] = policy["spec"]["matchConditions"]
+    assert "oldObject" in condition["expression"] and "'app.kubernetes.io/managed-by'" in condition["expression"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert "subresource('children')" in variables["operator"] and ".check(variables.verb).allowed()" in variables["operator"]
+    assert "request.operation != 'CREATE'" in variables["kubeSystemController"]
+    rbac = [d for d in yaml.safe_load_all((REPO / "manifests/rbac/operator.yaml").read_text()) if d and d["kind"] == "ClusterRole"]
+    rules = [r for r in rbac[0]["rules"] if "recmodeldeployments/children" in r["resources"]]
+    assert rules and set(rules[0]["verbs"]) == {"create", "update", "delete"}
+
+
+def test_model_policy_reads_the_models_spec_not_labels() -> None:
+    policy, binding = policies()[MODEL]
+    assert policy["spec"]["paramKind"] == {"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment"}
+    assert binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Allow"}
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert "params.spec.dataSensitivity" in variables["specSensitivity"]
+    assert "params.metadata.name in variables.names" in variables["mine"]
+    assert "oldObject" in variables["labelSets"]  # a label dropped in the same edit still counts
+
+
+@pytest.mark.parametrize("name", [PLACEMENT, MODEL])
+def test_matches_pods_and_deployments_on_create_and_update(name: str) -> None:
+    policy, _ = policies()[name]
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in policy["spec"]["matchConstraints"]["resourceRules"]}
     assert set(rules) == {(("",), ("pods",)), (("apps",), ("deployments",))}
     for rule in rules.values():
@@ -42,6 +88,8 @@ def test_validations_encode_the_rule() -> None:
     policy, _ = load()
     variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
     assert "'confidential', 'restricted'" in variables["sensitive"]
+    # Template labels, the object's own labels and (on UPDATE) the previous template labels all count.
+    assert "variables.labels, variables.ownLabels, variables.oldLabels" in variables["claimed"]
     assert "object.spec.template.spec" in variables["podSpec"]  # Deployments' templates are guarded too
     assert "requiredDuringSchedulingIgnoredDuringExecution" in variables["terms"]
     expressions = [v["expression"] for v in policy["spec"]["validations"]]
@@ -52,9 +100,10 @@ def test_validations_encode_the_rule() -> None:
     assert "e.values.all(v, v == 'private')" in affinity
     selector = next(e for e in expressions if "nodeSelector" in e)
     assert "== 'private'" in selector
+    node_name = next(e for e in expressions if "nodeName" in e)
+    assert "'system:nodes' in request.userInfo.groups" in node_name and "request.operation != 'CREATE'" in node_name
+    assert any("variables.ownSensitivity == variables.sensitivity" in e for e in expressions)
     for validation in policy["spec"]["validations"]:
-        assert validation["messageExpression"].startswith("'hybridrec: ")
-        assert validation["reason"] in {"Forbidden", "Invalid"}
         assert "\n" not in validation["messageExpression"]
 
 

@@ -153,7 +153,7 @@ def test_quantities_use_the_strict_grammar_and_cel() -> None:
     for name in ("cpu", "memory"):
         node = resources[name]
         [rule] = node["x-kubernetes-validations"]
-        pattern = re.compile(re.search(r"self.matches\('([^']*)'\)", rule["rule"]).group(1))
+        pattern = re.compile(re.search(r"self.matches\(r'([^']*)'\)", rule["rule"]).group(1))
         for good in ("2", "500m", "8Gi", "1.5G", "0.25", "1e3", "128974848", ".5"):
             assert pattern.match(good), good
         for bad in ("-1", "1.2.3Gi", "1Gib", "Gi", "1 Gi", "", "1.2.3", "+-1"):
@@ -177,7 +177,7 @@ def all_rules(schema: dict[str, Any]) -> list[dict[str, str]]:
 def test_cel_rules_are_carried_from_the_models() -> None:
     rmd_rules = {r["rule"] for r in all_rules(schema_of("RecModelDeployment"))}
     assert f"size(self.metadata.name) <= {MAX_MODEL_NAME}" in rmd_rules
-    assert "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')" in rmd_rules  # a Service name: DNS-1035
+    assert "self.metadata.name.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')" in rmd_rules  # a Service name: DNS-1035
     assert "self.minReplicas <= self.maxReplicas" in rmd_rules
     assert "self.end > self.start" in rmd_rules
     assert "!self.preferredPools.exists(p, p in self.forbiddenPools)" in rmd_rules
