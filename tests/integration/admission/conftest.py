@@ -4,12 +4,10 @@ impersonation)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,12 +15,10 @@ from hybridrec_local.localcluster import LocalCluster
 from support.stack import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+from admission_support import MALLORY  # noqa: E402
 from operator_harness import ROOT, SAMPLES, Kube  # noqa: E402
 
 POLICY_DIR = ROOT / "manifests" / "policy"
-# A namespace user with the built-in `edit` role: may change any Deployment or Service in the namespace by RBAC, so
-# only the admission policies stand between it and hybridrec's children.
-MALLORY = "mallory@example.com"
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +45,3 @@ def namespace(installed: Kube) -> Iterator[str]:
     wait_for(lambda: installed.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
     yield name
     installed("delete", "namespace", name, "--wait=false", check=False)
-
-
-def refused(kube: Kube, *args: str, input: str | None = None, timeout: float = 30.0) -> str:
-    """kubectl ``args`` is refused (policies become active a moment after they are created): its stderr."""
-    def attempt() -> str | None:
-        proc = kube(*args, input=input, check=False)
-        return proc.stderr if proc.returncode != 0 else None
-    return wait_for(attempt, timeout, f"kubectl {' '.join(args)} to be refused", interval=1.0)
-
-
-def apply_json(kube: Kube, doc: dict[str, Any], *extra: str, check: bool = True) -> Any:
-    return kube("apply", "--server-side", "--field-manager=hybridrec", "-f", "-", *extra, input=json.dumps(doc), check=check)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import MALLORY, apply_json, refused
+from admission_support import MALLORY, apply_json, refused
 from operator_harness import SAMPLES, Kube
 
 from hybridrec_operator.api.models import parse_pool, parse_rmd
