@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,38 @@ def test_the_rules_alone() -> None:
 def test_a_nonsensical_timing_is_refused() -> None:
     with pytest.raises(ValueError, match="renew deadline"):
         LeaderElector(FakeLeases(), "a", duration=10, renew_deadline=10, retry=2)
+
+
+def test_configuration_of_the_election(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from hybridrec_operator.controller import config as config_module
+    from hybridrec_operator.controller.config import OperatorConfig
+
+    defaults = OperatorConfig.from_env({})
+    assert defaults.leader_election and defaults.lease_name == "hybridrec"
+    assert (defaults.lease_duration_seconds, defaults.lease_renew_deadline_seconds, defaults.lease_retry_seconds) == (15, 10, 2)
+    assert not OperatorConfig.from_env({"HYBRIDREC_LEADER_ELECTION": "false"}).leader_election  # not bool("false")
+    with pytest.raises(ValueError, match="not a boolean"):
+        OperatorConfig.from_env({"HYBRIDREC_LEADER_ELECTION": "maybe"})
+    with pytest.raises(ValueError, match="lease duration > renew deadline"):
+        OperatorConfig.from_env({"HYBRIDREC_LEASE_DURATION_SECONDS": "5"})
+    # The Lease's namespace: configured, else $POD_NAMESPACE, else the pod's ServiceAccount, else default.
+    assert OperatorConfig(lease_namespace="ops").lease_namespace_or_default({"POD_NAMESPACE": "x"}) == "ops"
+    assert defaults.lease_namespace_or_default({"POD_NAMESPACE": "x"}) == "x"
+    sa = tmp_path / "namespace"
+    sa.write_text("hybridrec-system\n")
+    monkeypatch.setattr(config_module, "SERVICEACCOUNT_NAMESPACE", sa)
+    assert defaults.lease_namespace_or_default({}) == "hybridrec-system"
+    monkeypatch.setattr(config_module, "SERVICEACCOUNT_NAMESPACE", tmp_path / "absent")
+    assert defaults.lease_namespace_or_default({}) == "default"
+
+
+def test_the_cli_refuses_a_lease_timing_that_could_let_two_replicas_act(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from hybridrec_operator.cli.operator import operator_app
+
+    for name in ("HYBRIDREC_LEASE_DURATION_SECONDS", "HYBRIDREC_LEASE_RENEW_DEADLINE_SECONDS", "HYBRIDREC_LEADER_ELECTION"):
+        monkeypatch.setenv(name, "")  # the CLI writes its options into the environment: restore it afterwards
+        monkeypatch.delenv(name)
+    result = CliRunner().invoke(operator_app, ["run", "--lease-duration", "5", "--lease-renew-deadline", "8"])
+    assert result.exit_code != 0 and "renew deadline" in result.output
