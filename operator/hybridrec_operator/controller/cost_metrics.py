@@ -14,8 +14,8 @@ from hybridrec_operator.controller import metrics as m
 from hybridrec_operator.core.cost_types import ClusterSnapshot, ModelOutcome, RoundResult
 
 
-# Replicas, cost per hour and shortfall per pool are published by the handlers from the plan they apply (the same
-# path as placement); publishing them here too would give two writers to one series.
+# Replicas, cost per hour and shortfall per pool are published by the reconcile (runtime.py) from the plan it
+# applies (the same path as placement); publishing them here too would give two writers to one series.
 MODEL_GAUGES = (m.PROJECTED_MONTH_SPEND, m.BUDGET, m.BUDGET_UTILIZATION, m.COST_PER_1K_REQUESTS, m.ROI, m.SLO_TARGET,
                 m.SLO_ATTAINED, m.DEMAND, m.FORECAST, m.OBSERVED)
 

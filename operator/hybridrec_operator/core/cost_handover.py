@@ -13,7 +13,7 @@ from hybridrec_operator.core.decide import ControllerVerdict
 
 
 def verdict_counts(verdict: ControllerVerdict) -> tuple[int, int, bool]:
-    """The part of a verdict the handlers' conditions depend on (the message is informative only)."""
+    """The part of a verdict the reconcile's conditions depend on (the message is informative only)."""
     return verdict.wanted, verdict.shortfall, verdict.budget_limited
 
 

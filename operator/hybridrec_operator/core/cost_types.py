@@ -111,7 +111,7 @@ def build_snapshot(
     capacity_gpus: Mapping[str, int],
 ) -> ClusterSnapshot:
     """Pure: API objects -> snapshot. Current replicas per pool come from the model's Deployments (``spec.replicas``),
-    which is what runs or is starting; invalid or deleting models are left out (the handlers report them)."""
+    which is what runs or is starting; invalid or deleting models are left out (the reconcile reports them)."""
     current: dict[str, dict[str, int]] = {}
     ready: dict[str, dict[str, int]] = {}
     for dep in deployments:
@@ -203,7 +203,7 @@ class ModelOutcome:
     newly_observed: bool = False
 
     def slo_status(self) -> tuple[bool | None, str, str] | None:
-        """The SLOAtRisk verdict for the handlers' seam; None keeps the last one (no fresh data)."""
+        """The SLOAtRisk verdict for the seam; None keeps the last one (no fresh data)."""
         if not self.observed or self.slo_at_risk is None:
             return None
         if self.slo_at_risk:

@@ -231,3 +231,24 @@ def test_per_pool_views_equal_the_whole_cluster_views() -> None:
         whole = capacity.views_for_model("default/trending", 1, POOLS, NODES, pods, stuck=stuck)
         split = views_per_pool("default/trending", 1, POOLS, NODES, pods, stuck)
         assert split == whole
+
+
+def test_children_are_adopted_exactly_as_kopf_adopt_does() -> None:
+    """core.objects.adopt keeps the decision pure (no kopf in core) and must write what kopf.adopt wrote before."""
+    import kopf
+
+    from hybridrec_operator.core.objects import adopt
+
+    owner = {"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment",
+             "metadata": {"name": "m", "namespace": "shop", "uid": "u-1", "labels": {"team": "recs", "tier": "gold"}}}
+    children = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "m-t4", "labels": {"tier": "own"}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "m", "namespace": "elsewhere"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}},  # unnamed: generateName from the owner
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+         "metadata": {"name": "m", "ownerReferences": [{"uid": "u-1", "name": "m"}]}},  # already owned: not twice
+    ]
+    ours, theirs = copy.deepcopy(children), copy.deepcopy(children)
+    adopt(ours, owner)
+    kopf.adopt(theirs, owner=owner)  # type: ignore[arg-type]
+    assert ours == theirs
