@@ -1,7 +1,9 @@
 """Free GPU capacity per pool, from plain Node and Pod dicts (as the API or kopf bodies give them). No I/O.
 
-A node belongs to a pool when its labels match the pool's ``nodeSelector``. Only Ready, schedulable nodes offer
-room. A pool's free GPUs for a model are ``min(quota left, free node room)`` where the quota is ``maxGpus`` minus
+A node belongs to a pool when its labels match the pool's ``nodeSelector``. Only Ready, schedulable nodes whose
+``hybridrec.io/tenancy`` label does not contradict the pool's tenancy offer room: every pod of the pool requires that
+tenancy, so a node labelled otherwise can never run one (issue 9, findings 3 and 4: such nodes are reported in
+``PoolUsage.tenancy_mismatch`` for a pool condition, not counted as ready capacity). A pool's free GPUs for a model are ``min(quota left, free node room)`` where the quota is ``maxGpus`` minus
 the GPUs of other hybridrec models' pods in the pool (Pending ones that are labelled with the pool but bound to no
 node included: they are claims the scheduler will honour), and the node room is what the nodes' allocatable GPUs
 leave after every bound pod and those pending claims. The model's own pods count as available: the planner
@@ -23,6 +25,7 @@ from hybridrec_operator.core.placement import PoolView
 
 MODEL_LABEL = "hybridrec.io/model"
 POOL_LABEL = "hybridrec.io/pool"
+TENANCY_LABEL = "hybridrec.io/tenancy"
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -38,6 +41,7 @@ class PoolUsage:
     free_gpus: int  # min(quota left, node room)
     quota_gpus: int
     node_free: tuple[int, ...] = ()  # free GPUs per Ready node after bound pods and pending claims, largest first
+    tenancy_mismatch: tuple[str, ...] = ()  # selected nodes whose tenancy label says otherwise than the pool, sorted
 
     def replica_slots(self, gpus_per_replica: int) -> int:
         """Whole replicas that fit: per-node packing, capped by the quota left."""
@@ -113,7 +117,8 @@ def _node_name(pod: Mapping[str, Any]) -> str:
 def _usage(pool: ComputePool, nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> PoolUsage:
     resource = pool.spec.gpu.resource_name
     members = [n for n in nodes if matches(pool.spec.node_selector, _labels(n))]
-    ready = [n for n in members if node_ready(n)]
+    mismatched = tenancy_mismatch(pool, members)
+    ready = [n for n in members if node_ready(n) and _name(n) not in mismatched]
     bound: dict[str, int] = {}
     for pod in pods:
         if pod_active(pod) and _node_name(pod):
@@ -138,7 +143,19 @@ def _usage(pool: ComputePool, nodes: Sequence[Mapping[str, Any]], pods: Sequence
         free_gpus=max(0, min(quota - used, sum(free))),
         quota_gpus=quota,
         node_free=tuple(sorted(free, reverse=True)),
+        tenancy_mismatch=mismatched,
     )
+
+
+def tenancy_mismatch(pool: ComputePool, nodes: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Names of ``nodes`` selected by ``pool`` whose ``hybridrec.io/tenancy`` label contradicts the pool's tenancy
+    (a "private" pool selecting nodes labelled public, or a node relabelled after the fact), sorted. A node without
+    the label is not counted here: the scheduler keeps the pool's pods off it by their required affinity."""
+    tenancy = pool.spec.tenancy.value
+    return tuple(sorted(
+        _name(n) for n in nodes
+        if matches(pool.spec.node_selector, _labels(n)) and TENANCY_LABEL in _labels(n) and _labels(n)[TENANCY_LABEL] != tenancy
+    ))
 
 
 def pool_usage(pools: Sequence[ComputePool], nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, PoolUsage]:

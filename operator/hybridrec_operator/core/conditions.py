@@ -20,6 +20,10 @@ CAPACITY_SHORTFALL = "CapacityShortfall"
 BUDGET_LIMITED = "BudgetLimited"
 SLO_AT_RISK = "SLOAtRisk"
 RMD_CONDITION_TYPES = (READY, PLACED, CAPACITY_SHORTFALL, BUDGET_LIMITED, SLO_AT_RISK)
+# Set by the invariant check (issue 9 item 4): a pod of the model ran on a node not labelled private.
+SENSITIVE_PLACEMENT_VIOLATION = "SensitivePlacementViolation"
+# ComputePool: its nodes' hybridrec.io/tenancy labels agree with spec.tenancy.
+TENANCY_MISMATCH = "TenancyMismatch"
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -179,3 +183,23 @@ def rmd_conditions(
 def get_condition(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
     """The condition of ``type_``, None when absent."""
     return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def pool_tenancy_condition(tenancy: str, mismatched: Iterable[str]) -> tuple[Status, str, str]:
+    """``TenancyMismatch`` of a ComputePool from ``capacity.PoolUsage.tenancy_mismatch``: True (reason
+    NodesDisagree) while selected nodes are labelled with another tenancy; those nodes give the pool no capacity."""
+    names = sorted(mismatched)
+    if not names:
+        return "False", "NodesAgree", _sentence(f"every selected node is labelled hybridrec.io/tenancy={tenancy} or unlabelled")
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return "True", "NodesDisagree", _sentence(
+        f"{len(names)} selected node(s) are not labelled hybridrec.io/tenancy={tenancy} ({shown}): they receive no "
+        "replicas of this pool until the labels or spec.nodeSelector agree")
+
+
+def violation_condition(messages: Iterable[str]) -> tuple[Status, str, str]:
+    """``SensitivePlacementViolation`` of a RecModelDeployment from ``sensitivity.placement_violations`` messages."""
+    found = list(messages)
+    if not found:
+        return "False", "NoViolation", "No pod of this model runs on a node that is not labelled private."
+    return "True", "PodOnNonPrivateNode", _sentence("; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else ""))

@@ -12,7 +12,15 @@ Every planner (placement, the global allocator, the simulator) asks this module;
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from hybridrec_operator.api.models import SENSITIVE, ComputePoolSpec, Sensitivity, Tenancy
+
+SENSITIVITY_LABEL = "hybridrec.io/sensitivity"
+MODEL_LABEL = "hybridrec.io/model"
+TENANCY_LABEL = "hybridrec.io/tenancy"
 
 
 def pool_admits(sensitivity: Sensitivity, pool: ComputePoolSpec, *, allow_public_burst: bool) -> tuple[bool, str]:
@@ -27,3 +35,52 @@ def pool_admits(sensitivity: Sensitivity, pool: ComputePoolSpec, *, allow_public
         if sensitivity == Sensitivity.INTERNAL and not allow_public_burst:
             return False, "internal data bursts to public pools only with placement.allowPublicBurst"
     return True, "allowed"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A pod of a confidential/restricted model bound to a node whose tenancy label is not ``private``."""
+
+    namespace: str
+    pod: str
+    model: str
+    node: str
+    node_tenancy: str  # "" when the node has no tenancy label (or is unknown)
+
+    @property
+    def message(self) -> str:
+        where = f"labelled {TENANCY_LABEL}={self.node_tenancy}" if self.node_tenancy else f"without a {TENANCY_LABEL} label"
+        return (f"pod {self.namespace}/{self.pod} of model {self.model} runs on node {self.node} {where}: "
+                "confidential and restricted data run only on nodes labelled private; the pod is deleted")
+
+
+def placement_violations(
+    pods: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    sensitive_models: Iterable[str] = (),
+) -> list[Violation]:
+    """Every bound pod of a sensitive model on a node not labelled ``hybridrec.io/tenancy=private``, whatever its pool
+    says (issue 9 item 4). A pod is sensitive when its model (``<namespace>/<model>`` in ``sensitive_models``, from the
+    models' specs) or its own sensitivity label says so: the spec is the truth, the label a fallback for pods whose
+    model is gone. Nodes unknown to ``nodes`` count as not private. Pure; sorted by namespace, pod."""
+    tenancy_of = {
+        str((n.get("metadata") or {}).get("name", "")): str(((n.get("metadata") or {}).get("labels") or {}).get(TENANCY_LABEL, ""))
+        for n in nodes
+    }
+    sensitive = set(sensitive_models)
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        model = str(labels.get(MODEL_LABEL, ""))
+        namespace = str(meta.get("namespace", "default"))
+        if not node or not model or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        claimed = labels.get(SENSITIVITY_LABEL) in {s.value for s in SENSITIVE}
+        if f"{namespace}/{model}" not in sensitive and not claimed:
+            continue
+        tenancy = tenancy_of.get(node, "")
+        if tenancy != Tenancy.PRIVATE.value:
+            found.append(Violation(namespace, str(meta.get("name", "")), model, node, tenancy))
+    return sorted(found, key=lambda v: (v.namespace, v.pod))
