@@ -122,7 +122,8 @@ class LeaderElector:
         except Conflict:
             held = False  # lost a race: the next attempt re-reads
         except Exception as exc:  # noqa: BLE001 - the API server may be away for a moment; the deadline decides
-            log.warning("lease %s: %s", getattr(self.store, "name", "?"), exc)
+            reason = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+            log.warning("leader election: lease %s unavailable: %s", getattr(self.store, "name", "?"), reason)
             held = False
         self._transition(held)
         return self.is_leader
@@ -164,12 +165,23 @@ class LeaderElector:
                 self.on_stopped()
         self._acting = acting
 
+    def next_delay(self) -> float:
+        """Seconds until the next attempt: the holder renews every retry period; a candidate retries with jitter
+        (so candidates do not hit the API server in step), but no later than the moment the lease it saw expires,
+        so a dead holder is replaced one lease duration after its last renewal was seen, not up to a retry later."""
+        if self._leading:
+            return self.retry
+        delay = self.retry * (1 + 0.2 * random.random())
+        if self._sighting is not None and self._sighting.record.holder:
+            duration = self._sighting.record.duration_seconds or self.duration
+            delay = min(delay, max(0.05, self._sighting.at + duration - self.clock() + 0.01))
+        return delay
+
     async def run(self) -> None:
         """Acquire, then keep renewing; forever (cancel to stop)."""
         while True:
             await self.step()
-            # Candidates spread their attempts (client-go's jitter) so they do not hit the API server in step.
-            await asyncio.sleep(self.retry if self._leading else self.retry * (1 + 0.2 * random.random()))
+            await asyncio.sleep(self.next_delay())
 
     async def release(self) -> None:
         """Hand the lease back (clean shutdown): a successor takes over without waiting for the lease to expire."""

@@ -122,6 +122,18 @@ def test_a_leader_that_cannot_renew_stops_acting_before_anyone_may_take_over() -
     assert store.record.holder == "b" and events == ["a started", "a stopped", "b started"]
 
 
+def test_a_candidate_wakes_when_the_lease_it_saw_expires() -> None:
+    store, clock = FakeLeases(), Clock()
+    a, b = elector(store, clock, "a"), elector(store, clock, "b")
+    step(a, b)
+    assert a.next_delay() == 2  # the holder renews every retry period
+    assert 2 <= b.next_delay() <= 2.4  # a candidate retries with jitter...
+    clock.now += 14.5
+    assert b.next_delay() == pytest.approx(0.51)  # ...but no later than the expiry of the lease it saw (+10 ms)
+    clock.now += 0.51
+    assert step(b) == [True]
+
+
 def test_concurrent_writers_cannot_both_win() -> None:
     store, clock = FakeLeases(), Clock()
     a, b = elector(store, clock, "a"), elector(store, clock, "b")
