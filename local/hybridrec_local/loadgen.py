@@ -84,9 +84,11 @@ def paced_times(rate: RateFn, start: float, end: float, idle_step: float = 0.1) 
         r = rate(t)
         if r > 0:
             yield t
-            t += 1.0 / r
+            step = 1.0 / r
         else:
-            t += idle_step
+            step = idle_step
+        # Rounded to the nanosecond so that ten steps of 0.1 s end at 1.0, not just below it.
+        t = round(t + step, 9)
 
 
 # ----------------------------------------------------------------------------------------------- targets
