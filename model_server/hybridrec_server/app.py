@@ -19,10 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __doc__ as package_doc
 from .batcher import DynamicBatcher, QueueFullError, ShuttingDownError
-from .errors import ApiError, ModelNotReadyError, describe, spec_for
+from .errors import ApiError, ModelNotFoundError, ModelNotReadyError, describe, spec_for, v2_error
 from .metrics import ServerMetrics
 from .predictor import Query, Recommendation, RecommenderModel
 from .settings import Settings
+from .v2 import model_metadata, parse_infer, render_infer, split_binary
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,12 @@ Id = Annotated[
 ItemIds = list[Annotated[StrictStr, Field(min_length=1, max_length=256)]]
 MAX_LIST = 10_000
 MAX_BATCH_REQUESTS = 256
-#: Paths counted in the request metrics (probes and scrapes are not traffic).
+#: Paths counted in the request metrics (probes and scrapes are not traffic); the V2 infer path, which holds the
+#: model name, is added per app (``v2_infer``).
 API_ENDPOINTS: dict[str, str] = {"/v1/recommend": "recommend", "/v1/recommend:batch": "recommend_batch"}
+#: Bodies up to this size are parsed on the event loop: a thread hop costs more than parsing them (~50 us against
+#: a few us), and a 4 KiB parse cannot hold the loop long enough to matter to /healthz; larger ones go to a thread.
+INLINE_PARSE_BYTES = 4096
 
 
 def _not_text(value: str) -> bool:
@@ -76,6 +81,12 @@ class RecommendRequest(BaseModel):
     exclude: Annotated[ItemIds | None, BeforeValidator(_ids_from_ints)] = Field(
         None, max_length=MAX_LIST, description="Never return these items (string ids; integers accepted)"
     )
+    history: Annotated[ItemIds | None, BeforeValidator(_ids_from_ints)] = Field(
+        None,
+        max_length=MAX_LIST,
+        description="Sequence models: the user's recent items, oldest first (overrides the stored history of "
+        "user_id; only the most recent window is used; unknown ids are skipped and counted). Ignored by id models.",
+    )
 
     @field_validator("user_id")
     @classmethod
@@ -84,7 +95,7 @@ class RecommendRequest(BaseModel):
             raise PydanticCustomError("invalid_id", "not valid text: it holds a lone UTF-16 surrogate")
         return value
 
-    @field_validator("candidates", "exclude")
+    @field_validator("candidates", "exclude", "history")
     @classmethod
     def _ids_are_text(cls, value: list[str] | None) -> list[str] | None:
         # One encode of the joined list (fast path); the index is looked up only when it fails.
@@ -233,12 +244,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 class MetricsMiddleware:
     """Pure ASGI middleware (no per-request task like BaseHTTPMiddleware): latency, status, in-flight."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], metrics: ServerMetrics) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], metrics: ServerMetrics, endpoints: dict[str, str] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.endpoints = endpoints or API_ENDPOINTS
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        endpoint = API_ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        endpoint = self.endpoints.get(scope.get("path", "")) if scope["type"] == "http" else None
         if endpoint is None:
             await self.app(scope, receive, send)
             return
@@ -260,8 +274,8 @@ class MetricsMiddleware:
 
 
 def query_weight(query: Query) -> int:
-    """Ids one query makes the forward score: its user row plus its candidates and exclusions."""
-    return 1 + len(query.candidates or ()) + len(query.exclude)
+    """Ids one query makes the forward score: its user row plus its candidates, exclusions and history."""
+    return 1 + len(query.candidates or ()) + len(query.exclude) + len(query.history or ())
 
 
 def render(model: RecommenderModel, rec: Recommendation) -> dict[str, Any]:
@@ -325,6 +339,7 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
         cache_dir=settings.model_cache_dir,
         s3_endpoint_url=settings.s3_endpoint_url,
         device=settings.device,
+        precision=settings.precision,
     )
     batch_size = settings.max_batch_size if settings.batching else 1
     batcher: DynamicBatcher[Query, Recommendation] = DynamicBatcher(
@@ -389,7 +404,8 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
     app.state.on_fatal = None
     app.state.begin_shutdown = begin_shutdown
     app.state.is_ready = is_ready
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    v2_infer_path = f"/v2/models/{settings.model_name}/infer"
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints={**API_ENDPOINTS, v2_infer_path: "v2_infer"})
 
     async def handle_error(_: Request, exc: Exception) -> Response:
         # async on purpose: Starlette runs sync handlers in a thread pool, too slow for 429s under overload
@@ -405,22 +421,34 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
     def single_query(raw: bytes) -> Query:
         body = parse_single(raw)
         require_ready()
-        return model.prepare(body.user_id, body.k, body.candidates, body.exclude)
+        return model.prepare(body.user_id, body.k, body.candidates, body.exclude, history=body.history)
 
     def batch_queries(raw: bytes) -> list[Query]:
         bodies = parse_batch(raw)
         require_ready()
         return [
-            model.prepare(r.user_id, r.k, r.candidates, r.exclude, field_prefix=f"requests[{i}].")
+            model.prepare(r.user_id, r.k, r.candidates, r.exclude, field_prefix=f"requests[{i}].", history=r.history)
             for i, r in enumerate(bodies)
         ]
+
+    def count_skipped(queries: list[Query]) -> None:
+        skipped = sum(q.skipped for q in queries)
+        if skipped:
+            metrics.unknown_items.inc(skipped)
+
+    async def off_loop(fn: Callable[[bytes], Any], raw: bytes) -> Any:
+        """Parse small bodies inline, large ones on a worker thread (see INLINE_PARSE_BYTES)."""
+        if len(raw) <= INLINE_PARSE_BYTES:
+            return fn(raw)
+        return await asyncio.to_thread(fn, raw)
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
               openapi_extra=_body_doc(RecommendRequest))
     async def recommend(request: Request) -> Response:
         """Top-k items for a user; unknown users get popular items with ``fallback: true``."""
         raw = await read_body(request, settings.max_body_bytes)
-        query = await asyncio.to_thread(single_query, raw)
+        query = await off_loop(single_query, raw)
+        count_skipped([query])
         rec = await batcher.submit(query)
         if rec.fallback:
             metrics.fallback.inc()
@@ -431,7 +459,8 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
     async def recommend_batch(request: Request) -> Response:
         """Several requests at once; answered in order. Any invalid entry rejects the whole call (422)."""
         raw = await read_body(request, settings.max_body_bytes)
-        queries = await asyncio.to_thread(batch_queries, raw)
+        queries = await off_loop(batch_queries, raw)
+        count_skipped(queries)
         recs = await batcher.submit_many(queries)
         n_fallback = sum(1 for rec in recs if rec.fallback)
         if n_fallback:
@@ -455,6 +484,82 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
         spec = spec_for(exc)
         _, body, _ = describe(exc)
         return JSONResponse(body, status_code=spec.status)
+
+    # ------------------------------------------------------------------ Open Inference Protocol (KServe V2, REST)
+    def v2_response(exc: BaseException) -> Response:
+        status, body, headers = v2_error(exc)
+        if status >= 500 and not isinstance(exc, (ApiError, ShuttingDownError, StarletteHTTPException)):
+            log.error("unhandled error: %r", exc, exc_info=exc)
+        return AsciiJSONResponse(body, status_code=status, headers=headers)
+
+    def v2_model(name: str) -> None:
+        if name != settings.model_name:
+            raise ModelNotFoundError(f"unknown model '{name}'; this server serves '{settings.model_name}'", "model")
+
+    def v2_queries(raw: bytes, header_length: str | None) -> tuple[Any, list[Query]]:
+        require_ready()
+        head, binary = split_binary(raw, header_length)
+        request = parse_infer(load_json(head), model.sequential, binary)
+        # a row of padding only is no history: the user id's stored one is used (as when the input is absent)
+        histories = request.histories or [None] * len(request.user_ids)
+        return request, [
+            model.prepare(user, request.k, history=history or None)
+            for user, history in zip(request.user_ids, histories)
+        ]
+
+    @app.get("/v2")
+    async def v2_server_metadata() -> Response:
+        """Open Inference Protocol: server metadata."""
+        return JSONResponse({"name": "hybridrec-server", "version": "1", "extensions": []})
+
+    @app.get("/v2/health/live")
+    async def v2_live() -> Response:
+        """Open Inference Protocol liveness (as ``/healthz``)."""
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def v2_ready() -> Response:
+        """Open Inference Protocol readiness: 200 when ready, 400 (the protocol's 4xx for false) otherwise."""
+        ready = is_ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
+
+    @app.get("/v2/models/{name}")
+    async def v2_model_metadata(name: str) -> Response:
+        """Open Inference Protocol model metadata: inputs and outputs with datatype and shape."""
+        try:
+            v2_model(name)
+            require_ready()  # the signature depends on the loaded architecture
+        except Exception as exc:  # noqa: BLE001 - every error in the protocol's format
+            return v2_response(exc)
+        return JSONResponse(model_metadata(model.name, model.version, model.sequential))
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_model_ready(name: str) -> Response:
+        """Open Inference Protocol model readiness: 200 when ready, 400 otherwise, 404 for another model."""
+        try:
+            v2_model(name)
+        except Exception as exc:  # noqa: BLE001
+            return v2_response(exc)
+        ready = is_ready()
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 400)
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer(name: str, request: Request) -> Response:
+        """Open Inference Protocol inference: same batcher, queue limit (429 + Retry-After) and metrics as v1."""
+        try:
+            v2_model(name)
+            raw = await read_body(request, settings.max_body_bytes)
+            header_length = request.headers.get("inference-header-content-length")
+            infer, queries = await off_loop(lambda body: v2_queries(body, header_length), raw)
+            count_skipped(queries)
+            recs = await batcher.submit_many(queries)
+        except Exception as exc:  # noqa: BLE001
+            return v2_response(exc)
+        n_fallback = sum(1 for rec in recs if rec.fallback)
+        if n_fallback:
+            metrics.fallback.inc(n_fallback)
+        body = render_infer(model.name, model.version, infer, [(rec.items, rec.fallback) for rec in recs])
+        return Response(body, media_type="application/json")
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

@@ -3,6 +3,8 @@
 Every error a client sees is ``{"error": {"code": ..., "message": ..., "field": ...}}``; codes are a
 stable API (clients and alerts may match on them), messages are for humans. Unknown exceptions map
 to 500 ``internal_error`` with a generic message: no traceback or exception text reaches a client.
+The Open Inference Protocol routes (``/v2``) use the same table but the protocol's flat body,
+``{"error": "<message>"}`` (:func:`v2_error`), and answer invalid requests with 400 instead of 422.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ class UnknownItemError(ApiError):
     """A request names item ids the model does not know (in ``candidates``)."""
 
 
+class InvalidInputError(ApiError):
+    """A V2 (Open Inference Protocol) request names an unknown input or gives one a wrong datatype, shape or data."""
+
+
+class ModelNotFoundError(ApiError):
+    """A V2 path names a model this server does not serve."""
+
+
 class ModelNotReadyError(ApiError):
     """The model is still loading/warming up, or the server is shutting down."""
 
@@ -44,6 +54,8 @@ class ErrorSpec:
 ERROR_TABLE: Mapping[type[BaseException], ErrorSpec] = {
     RequestValidationError: ErrorSpec(422, "invalid_request"),
     UnknownItemError: ErrorSpec(422, "unknown_item"),
+    InvalidInputError: ErrorSpec(400, "invalid_input"),
+    ModelNotFoundError: ErrorSpec(404, "model_not_found"),
     QueueFullError: ErrorSpec(429, "overloaded"),
     ModelNotReadyError: ErrorSpec(503, "not_ready"),
     ShuttingDownError: ErrorSpec(503, "shutting_down"),
@@ -119,3 +131,10 @@ def describe(exc: BaseException) -> tuple[ErrorSpec, dict[str, Any], dict[str, s
     else:
         body = error_body(spec.code, "internal server error")
     return spec, body, headers
+
+
+def v2_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, ``{"error": message}`` body and headers of an exception on an Open Inference Protocol route."""
+    spec, body, headers = describe(exc)
+    status = 400 if spec.status == 422 else spec.status  # the protocol answers bad requests with 400
+    return status, {"error": body["error"]["message"]}, headers

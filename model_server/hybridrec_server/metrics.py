@@ -32,6 +32,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "hybridrec_server_model_info",
     "hybridrec_server_ready",
     "hybridrec_server_fallback_total",
+    "hybridrec_server_unknown_items_total",
 )
 GPU_METRIC_NAMES: tuple[str, ...] = (
     "hybridrec_server_gpu_utilization_ratio",
@@ -116,6 +117,12 @@ class ServerMetrics:
         self.fallback = Counter(
             "hybridrec_server_fallback",
             "Responses served from popular items because the user is unknown to the model.",
+            BASE_LABELS,
+            registry=reg,
+        ).labels(**self.base)
+        self.unknown_items = Counter(
+            "hybridrec_server_unknown_items",
+            "Item ids in request histories that the model does not know (skipped, not an error).",
             BASE_LABELS,
             registry=reg,
         ).labels(**self.base)

@@ -3,10 +3,18 @@
 ``prepare()`` turns a validated request into a :class:`Query` of dense indices on the event loop
 (cheap, and where unknown candidate items become a 422); ``predict()`` runs a whole batch with one
 user-tower pass and one matmul against the item matrix precomputed at load time.
+
+Sequential models (SASRec) score from the user's recent items instead of the user id: the request's
+``history`` (oldest first) or, without one, the history the artifact carries for that user id. A history
+longer than the model's window keeps its most recent ``max_seq_len`` items; unknown item ids in it are
+skipped and counted (``Query.skipped``), never an error. No usable history -> the popular-items fallback.
+On CUDA the sequence encoder runs under autocast (bf16 where supported, else fp16); the final dot product
+with the item matrix stays in fp32 so rankings do not flip on rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -19,7 +27,10 @@ import torch
 from .artifacts import fetch_verified
 from .errors import UnknownItemError
 from .export import load_module
-from .models import pick_device
+from .models import is_sequential, pad_sequences, pick_device
+
+#: ``HYBRIDREC_PRECISION`` values: auto = reduced precision for sequence models on CUDA only.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,10 @@ class Query:
     k: int
     candidates: tuple[int, ...] | None = None
     exclude: tuple[int, ...] = ()
+    #: sequential models: the most recent known items (oldest first, at most the window); None for id models
+    history: tuple[int, ...] | None = None
+    #: unknown item ids dropped from the request's history
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,12 @@ class RecommenderModel:
         cache_dir: str | None = None,
         s3_endpoint_url: str | None = None,
         device: str | None = None,
+        precision: str = "auto",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
         self.name = name
+        self.precision = precision
         self.model_uri = model_uri
         self.expected_sha256 = expected_sha256
         self.cache_dir = cache_dir
@@ -80,6 +99,10 @@ class RecommenderModel:
         self._item_ids: list[str] = []
         self._popular: list[tuple[int, float]] = []
         self._popular_score: dict[int, float] = {}
+        self.sequential = False
+        self.window = 0
+        self._histories: dict[str, tuple[int, ...]] = {}
+        self._autocast_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
@@ -101,6 +124,13 @@ class RecommenderModel:
             if item in self._item_index
         ]
         self._popular_score = dict(self._popular)
+        self.sequential = is_sequential(loaded.module)
+        if self.sequential:
+            self.window = int(loaded.module.dims.max_seq_len)
+            self._histories = {
+                str(user): self._history_indices(items)[0] for user, items in config.get("histories", {}).items()
+            }
+        self._autocast_dtype = self._pick_autocast()
         self.version = str(config["version"])
         self.architecture = str(config["architecture"])
         self.manifest_sha256 = loaded.manifest_sha256
@@ -110,6 +140,29 @@ class RecommenderModel:
             self.architecture, self.version, len(self._user_index), len(self._item_ids),
             self.model_uri, self.device, time.perf_counter() - started,
         )
+
+    def _pick_autocast(self) -> torch.dtype | None:
+        """Reduced precision only where it helps: the transformer's matmuls on a GPU (CPU autocast is slower)."""
+        if self.device.type != "cuda" or self.precision == "fp32":
+            return None
+        if self.precision == "bf16":
+            return torch.bfloat16
+        if self.precision == "fp16":
+            return torch.float16
+        if not self.sequential:  # auto: two small matmuls gain nothing from a cast
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+
+    def _history_indices(self, ids: Sequence[str | int]) -> tuple[tuple[int, ...], int]:
+        """Known items of a history, most recent ``window`` kept; and how many unknown ids were skipped."""
+        known = [self._item_index.get(str(raw)) for raw in ids]
+        out = tuple(i for i in known if i is not None)
+        return out[-self.window :] if self.window else out, len(known) - len(out)
 
     def warmup(self, batch_size: int = 64) -> None:
         """Run the code paths once (allocator, kernels, fallback) so the first real request is not slow."""
@@ -121,6 +174,10 @@ class RecommenderModel:
             if some_item is not None:
                 queries.append(self.prepare(some_user, 1, candidates=[some_item], exclude=[some_item]))
         queries.append(self.prepare("\x00warmup-unknown-user", 10))
+        if self.sequential and self._item_ids:
+            # the longest sequence shape, and the one-item shape
+            queries.append(self.prepare("\x00warmup", 10, history=self._item_ids[: self.window]))
+            queries.append(self.prepare("\x00warmup", 10, history=self._item_ids[:1]))
         self.predict(queries)
         if some_user is not None:
             self.predict([self.prepare(some_user, 10)] * max(1, batch_size))
@@ -157,12 +214,26 @@ class RecommenderModel:
         candidates: Sequence[str | int] | None = None,
         exclude: Sequence[str | int] | None = None,
         field_prefix: str = "",
+        history: Sequence[str | int] | None = None,
     ) -> Query:
-        """Validate item ids and map to indices. Unknown candidates -> UnknownItemError; unknown excludes are ignored."""
+        """Validate item ids and map to indices. Unknown candidates -> UnknownItemError; unknown excludes are ignored.
+
+        ``history`` (oldest first) feeds sequential models; id models ignore it. Without one, a sequential model
+        uses the artifact's stored history of ``user_id``.
+        """
         uid = str(user_id)
         cand = None if candidates is None else self._indices(candidates, f"{field_prefix}candidates", strict=True)
         excl = self._indices(exclude or (), f"{field_prefix}exclude", strict=False)
-        return Query(uid, self._user_index.get(uid), k, cand, excl)
+        if not self.sequential:
+            return Query(uid, self._user_index.get(uid), k, cand, excl)
+        if history is None:
+            return Query(uid, self._user_index.get(uid), k, cand, excl, self._histories.get(uid, ()))
+        seq, skipped = self._history_indices(history)
+        return Query(uid, self._user_index.get(uid), k, cand, excl, seq, skipped)
+
+    def _scorable(self, q: Query) -> bool:
+        """The model can score this query (else the popular-items fallback answers it)."""
+        return bool(q.history) if self.sequential else q.user_index is not None
 
     def _fallback(self, q: Query) -> Recommendation:
         """Popular items (restricted to candidates when given), minus exclusions."""
@@ -209,14 +280,21 @@ class RecommenderModel:
         if self._module is None or self._item_matrix_t is None:
             raise RuntimeError("model not loaded")
         results: list[Recommendation | None] = [None] * len(queries)
-        known = [r for r, q in enumerate(queries) if q.user_index is not None]
+        known = [r for r, q in enumerate(queries) if self._scorable(q)]
         for r, q in enumerate(queries):
-            if q.user_index is None:
+            if not self._scorable(q):
                 results[r] = self._fallback(q)
         if known:
             with torch.inference_mode():
-                users = torch.tensor([queries[r].user_index for r in known], device=self.device)
-                scores = self._module.user_vectors(users) @ self._item_matrix_t
+                if self.sequential:
+                    padded = pad_sequences([queries[r].history or () for r in known], self.window, self.n_items)
+                    with self._autocast():
+                        vectors = self._module.sequence_vectors(torch.tensor(padded, device=self.device))
+                    vectors = vectors.float()
+                else:
+                    users = torch.tensor([queries[r].user_index for r in known], device=self.device)
+                    vectors = self._module.user_vectors(users)
+                scores = vectors @ self._item_matrix_t
                 plain = [j for j, r in enumerate(known) if queries[r].candidates is None]
                 if plain:
                     sub = scores if len(plain) == len(known) else scores[plain]
@@ -234,6 +312,9 @@ class RecommenderModel:
             "version": self.version,
             "architecture": self.architecture,
             "device": str(self.device),
+            "precision": str(self._autocast_dtype or torch.float32).removeprefix("torch."),
+            "sequential": self.sequential,
+            "window": self.window,
             "manifest_sha256": self.manifest_sha256,
             "users": len(self._user_index),
             "items": len(self._item_ids),

@@ -36,6 +36,8 @@ class Settings:
     torch_threads: int | None = None
     s3_endpoint_url: str | None = None
     device: str | None = None
+    #: auto (reduced precision for sequence models on CUDA only), fp32, bf16 or fp16 (HYBRIDREC_PRECISION)
+    precision: str = "auto"
     log_level: str = "info"
     shutdown_timeout_s: float = 30.0
     #: Ids one forward call scores at most (user rows + candidates + exclusions summed over the batch). Larger
@@ -62,6 +64,7 @@ class Settings:
             "model_cache_dir": "HYBRIDREC_MODEL_CACHE_DIR",
             "s3_endpoint_url": "AWS_ENDPOINT_URL",
             "device": "HYBRIDREC_DEVICE",
+            "precision": "HYBRIDREC_PRECISION",
             "log_level": "HYBRIDREC_LOG_LEVEL",
         }
         for attr, var in text.items():
@@ -101,6 +104,8 @@ class Settings:
             raise SettingsError("HYBRIDREC_MAX_BATCH_SIZE/MAX_QUEUE must be >= 1 and MAX_BATCH_DELAY_MS >= 0")
         if self.max_forward_ids < 1 or self.max_body_bytes < 1024:
             raise SettingsError("HYBRIDREC_MAX_FORWARD_IDS must be >= 1 and HYBRIDREC_MAX_BODY_BYTES >= 1024")
+        if self.precision not in {"auto", "fp32", "bf16", "fp16"}:
+            raise SettingsError(f"HYBRIDREC_PRECISION={self.precision!r}: use auto, fp32, bf16 or fp16")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise SettingsError("HYBRIDREC_TORCH_THREADS must be >= 1")
 

@@ -30,21 +30,28 @@ def make_small_artifact(
     embedding_dim: int = 32,
     hidden_dim: int = 64,
     version: str | None = None,
+    max_seq_len: int = 50,
 ) -> Path:
     """Write a deterministic random-initialised artifact (ids "1".."n" like MovieLens) and return its path.
 
     Popular items (the fallback list) are items "1".."100" with decreasing scores, so fallback
-    responses are predictable in tests.
+    responses are predictable in tests. Sequence models (``sasrec``) also carry a stored history per user:
+    user ``u`` has the 10 items ``(7u + j) mod n + 1``, j = 0..9.
     """
     import torch
 
     from .export import export_artifact
-    from .models import ModelDims, build_model
+    from .models import ModelDims, build_model, is_sequential
 
-    dims = ModelDims(n_users, n_items, embedding_dim, hidden_dim)
+    dims = ModelDims(n_users, n_items, embedding_dim, hidden_dim, max_seq_len=max_seq_len)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(architecture, dims)
+    extra: dict[str, object] = {"trained_on": "random-init (hybridrec_server.testing)"}
+    if is_sequential(model):
+        extra["histories"] = {
+            str(u): [str((7 * u + j) % n_items + 1) for j in range(10)] for u in range(1, n_users + 1)
+        }
     n_popular = min(100, n_items)
     return export_artifact(
         model,
@@ -56,7 +63,7 @@ def make_small_artifact(
         popular_items=[str(i) for i in range(1, n_popular + 1)],
         popular_scores=[float(n_popular - i) / n_popular for i in range(n_popular)],
         version=version or f"{architecture}-small-seed{seed}",
-        extra={"trained_on": "random-init (hybridrec_server.testing)"},
+        extra=extra,
     )
 
 

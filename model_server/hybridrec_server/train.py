@@ -5,6 +5,10 @@ test item and the second latest the validation item (early stopping); each is ra
 sampled items the user never interacted with; HR@10 and NDCG@10 are reported next to a popularity
 baseline (items ranked by training interaction count). Ties count against the held-out item.
 Loss: full softmax over the whole catalogue (cheap at 1,682 items). Seeds fix everything.
+
+Sequential models (SASRec) see the same split as item sequences: each user's training items in time order,
+cut from the end into windows of ``max_seq_len + 1`` and trained to predict every next item (causal). The
+validation item is scored after the training sequence, the test item after training + validation items.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     l2: float = 1e-4
     patience: int = 3
+    #: sequential models only
+    max_seq_len: int = 50
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,42 @@ def _model_scores(model: Any, n_users: int, device: Any) -> np.ndarray:
     with torch.inference_mode():
         users = torch.arange(n_users, device=device)
         return model(users).float().cpu().numpy()
+
+
+def user_sequences(users: np.ndarray, items: np.ndarray, n_users: int) -> list[list[int]]:
+    """Per user index, their items in the order given (``leave_one_out`` returns each user's rows in time order)."""
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for u, i in zip(users.tolist(), items.tolist()):
+        out[u].append(i)
+    return out
+
+
+def training_windows(sequences: list[list[int]], window: int) -> list[list[int]]:
+    """Cut each sequence from its end into pieces of ``window + 1`` items overlapping by one (pure).
+
+    Every transition (item -> next item) of a sequence is in exactly one piece; pieces shorter than 2 are dropped.
+    """
+    out: list[list[int]] = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            out.append(seq[max(0, end - window - 1) : end])
+            end -= window
+    return out
+
+
+def _sequence_scores(model: Any, sequences: list[list[int]], device: Any, batch_size: int = 256) -> np.ndarray:
+    import torch
+
+    from .models import pad_sequences
+
+    model.eval()
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(sequences), batch_size):
+            padded = pad_sequences(sequences[start : start + batch_size], model.dims.max_seq_len, model.padding_index)
+            rows.append(model(torch.tensor(padded, device=device)).float().cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, model.dims.n_items), dtype=np.float32)
 
 
 def _seed_everything(seed: int) -> None:
@@ -145,7 +190,7 @@ def _train_and_evaluate(
     import torch
 
     from .export import export_artifact
-    from .models import ModelDims, build_model, pick_device
+    from .models import ModelDims, build_model, is_sequential, pick_device
 
     cfg = config or TrainConfig()
     started = time.perf_counter()
@@ -161,41 +206,57 @@ def _train_and_evaluate(
     test_set = make_eval_set(enc, split.test_users, split.test_items, seed + 2)
     popularity = popularity_metrics(split, n_users, n_items, test_set)
 
-    dims = ModelDims(n_users, n_items, cfg.embedding_dim, cfg.hidden_dim)
+    dims = ModelDims(
+        n_users, n_items, cfg.embedding_dim, cfg.hidden_dim, cfg.max_seq_len, cfg.n_layers, cfg.n_heads, cfg.dropout
+    )
     model = build_model(architecture, dims).to(dev)
+    sequential = is_sequential(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     users_t = torch.as_tensor(split.train_users, device=dev)
     items_t = torch.as_tensor(split.train_items, device=dev)
+    train_seqs = user_sequences(split.train_users, split.train_items, n_users)
+    windows = training_windows(train_seqs, dims.max_seq_len) if sequential else []
     gen = torch.Generator(device="cpu").manual_seed(seed)
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, copy.deepcopy(model.state_dict()))
     history: list[dict[str, float]] = []
     epochs_run = 0
+
+    def scores_for(seqs: list[list[int]]) -> np.ndarray:
+        return _sequence_scores(model, seqs, dev) if sequential else _model_scores(model, n_users, dev)
+
     for epoch in range(1, epochs + 1):
         model.train()
-        order = torch.randperm(len(users_t), generator=gen).to(dev)
-        total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            u, i = users_t[idx], items_t[idx]
-            user_vec = model.user_vectors(u)
-            logits = user_vec @ model.item_vectors().T
-            loss = torch.nn.functional.cross_entropy(logits, i)
-            if cfg.l2:
-                loss = loss + cfg.l2 * user_vec.pow(2).sum(dim=1).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
+        if sequential:
+            total, count = _sequence_epoch(model, optimiser, windows, cfg.batch_size, gen, dev)
+        else:
+            order = torch.randperm(len(users_t), generator=gen).to(dev)
+            total, count = 0.0, len(order)
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                u, i = users_t[idx], items_t[idx]
+                user_vec = model.user_vectors(u)
+                logits = user_vec @ model.item_vectors().T
+                loss = torch.nn.functional.cross_entropy(logits, i)
+                if cfg.l2:
+                    loss = loss + cfg.l2 * user_vec.pow(2).sum(dim=1).mean()
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(idx)
+        order_len = count
         epochs_run = epoch
-        val = evaluate_scores(_model_scores(model, n_users, dev), val_set)
-        history.append({"epoch": epoch, "loss": total / max(1, len(order)), **val})
-        log.info("epoch %d loss %.4f val HR@10 %.4f NDCG@10 %.4f", epoch, total / len(order), val["hr@10"], val["ndcg@10"])
+        val = evaluate_scores(scores_for(train_seqs), val_set)
+        history.append({"epoch": epoch, "loss": total / max(1, order_len), **val})
+        log.info("epoch %d loss %.4f val HR@10 %.4f NDCG@10 %.4f", epoch, total / max(1, order_len), val["hr@10"], val["ndcg@10"])
         if val["hr@10"] > best[0]:
             best = (val["hr@10"], epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             break
     model.load_state_dict(best[2])
-    test = evaluate_scores(_model_scores(model, n_users, dev), test_set)
+    full_seqs = user_sequences(split.train_users, split.train_items, n_users)
+    for u, i in zip(split.val_users.tolist(), split.val_items.tolist()):
+        full_seqs[u].append(i)
+    test = evaluate_scores(scores_for(full_seqs), test_set)
 
     counts = item_popularity(np.concatenate([split.train_items, split.val_items, split.test_items]), n_items)
     top = np.argsort(-counts, kind="stable")[:N_POPULAR]
@@ -227,9 +288,51 @@ def _train_and_evaluate(
         popular_items=[enc.item_ids[i] for i in top],
         popular_scores=(counts[top] / max(1.0, counts.sum())).tolist(),
         version=version,
-        extra={"trained_on": "movielens-100k", "metrics": {k: v for k, v in metrics.items()}, "history": history},
+        extra={
+            "trained_on": "movielens-100k",
+            "metrics": {k: v for k, v in metrics.items()},
+            "history": history,
+            **({"histories": _histories(enc, split, dims.max_seq_len)} if sequential else {}),
+        },
     )
     return dest, metrics
+
+
+def _sequence_epoch(
+    model: Any, optimiser: Any, windows: list[list[int]], batch_size: int, gen: Any, device: Any
+) -> tuple[float, int]:
+    """One epoch of next-item prediction at every position of every window; returns (summed loss, targets)."""
+    import torch
+
+    from .models import pad_sequences
+
+    total, count = 0.0, 0
+    order = torch.randperm(len(windows), generator=gen).tolist()
+    pad = model.padding_index
+    for start in range(0, len(order), batch_size):
+        chunk = [windows[j] for j in order[start : start + batch_size]]
+        inputs = torch.tensor(pad_sequences([w[:-1] for w in chunk], model.dims.max_seq_len, pad), device=device)
+        targets = torch.tensor(pad_sequences([w[1:] for w in chunk], model.dims.max_seq_len, pad), device=device)
+        targets = targets.masked_fill(targets == pad, -100)  # padding is not a target
+        hidden = model.encode(inputs)
+        logits = hidden @ model.item_vectors().T
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        n = int((targets != -100).sum())
+        total += float(loss.detach()) * n
+        count += n
+    return total, count
+
+
+def _histories(enc: Encoded, split: LeaveOneOutSplit, window: int) -> dict[str, list[str]]:
+    """Each user's most recent ``window`` items (train, validation and test, in time order) by original id."""
+    seqs = user_sequences(split.train_users, split.train_items, len(enc.user_ids))
+    for users, items in ((split.val_users, split.val_items), (split.test_users, split.test_items)):
+        for u, i in zip(users.tolist(), items.tolist()):
+            seqs[u].append(i)
+    return {enc.user_ids[u]: [enc.item_ids[i] for i in seq[-window:]] for u, seq in enumerate(seqs) if seq}
 
 
 def format_report(metrics: dict[str, Any]) -> str:

@@ -38,9 +38,11 @@ def test_settings_defaults_and_env_names() -> None:
             "HYBRIDREC_BATCHING": "false",
             "HYBRIDREC_MODEL_CACHE_DIR": "/cache",
             "HYBRIDREC_TORCH_THREADS": "2",
+            "HYBRIDREC_PRECISION": "bf16",
             "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
         }
     )
+    assert s.precision == "bf16" and Settings.from_env({}).precision == "auto"
     assert s.model_uri == "s3://b/p/" and s.model_sha256 == "ab" * 32
     assert (s.model_name, s.namespace, s.pool, s.host, s.port) == ("recs", "shop", "public-a", "127.0.0.1", 9000)
     assert (s.max_batch_size, s.max_batch_delay_ms, s.max_queue, s.batching) == (32, 2.5, 10, False)
@@ -49,7 +51,8 @@ def test_settings_defaults_and_env_names() -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{"HYBRIDREC_PORT": "http"}, {"HYBRIDREC_PORT": "70000"}, {"HYBRIDREC_BATCHING": "maybe"}, {"HYBRIDREC_MAX_QUEUE": "0"}],
+    [{"HYBRIDREC_PORT": "http"}, {"HYBRIDREC_PORT": "70000"}, {"HYBRIDREC_BATCHING": "maybe"}, {"HYBRIDREC_MAX_QUEUE": "0"},
+     {"HYBRIDREC_PRECISION": "fp8"}],
 )
 def test_bad_settings_are_rejected(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
@@ -57,9 +60,9 @@ def test_bad_settings_are_rejected(env: dict[str, str]) -> None:
 
 
 def test_registry_keys_match_the_crd_enum_and_share_the_serving_contract() -> None:
-    assert set(ARCHITECTURES) == {"matrix-factorization", "two-tower"}
+    assert set(ARCHITECTURES) == {"matrix-factorization", "two-tower", "sasrec"}
     dims = ModelDims(5, 7, 4, 8)
-    for arch in ARCHITECTURES:
+    for arch in ("matrix-factorization", "two-tower"):  # id models; sasrec: test_server_sasrec.py
         model = build_model(arch, dims)
         users = torch.tensor([0, 3])
         expected = model.user_vectors(users) @ model.item_vectors().T
