@@ -148,6 +148,7 @@ class CapacityType(StrEnum):
 class Architecture(StrEnum):
     MATRIX_FACTORIZATION = "matrix-factorization"
     TWO_TOWER = "two-tower"
+    SASREC = "sasrec"  # sequential transformer over the user's recent items (hybridrec_server.models.SASRec)
 
 
 class ApiModel(BaseModel):
