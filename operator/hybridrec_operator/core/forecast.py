@@ -1,18 +1,29 @@
-"""Short-term demand forecast: a robust linear trend plus declared events (``spec.scaling.schedule``).
+"""Short-term demand forecast: level + robust trend, declared events, and a margin sized from measured variability.
 
-Pure. Time is seconds since the epoch (UTC). The allocator provisions for ``demand_to_cover``: the highest demand
-expected before capacity started now could be ready, so a known spike finds its replicas already running.
+Pure. Time is seconds since the epoch (UTC). The allocator provisions for the highest demand expected before
+capacity started now could be ready, so a known spike finds its replicas already running.
+
+Two entry points:
+
+* ``demand_to_cover`` (v1): trend over the lead time with the latest raw sample as a floor.
+* ``outlook`` (v2, what the simulator's hybridrec policy and the controller should use): the *level* (median of the
+  last minute, so one noisy scrape does not buy a replica) plus the Theil-Sen trend over the lead time, times
+  ``1 + margin`` where the margin is a high quantile of the relative rises actually seen over one lead time in the
+  recent past (``Variability``): smooth traffic gets a few percent, bursty traffic what its bursts need, never a
+  fixed padding and never the maximum of raw samples. A latest sample above what was covered is a jump: the outlook
+  covers it at once and flags it ``urgent`` so the allocator picks the pool ready soonest.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from scipy.stats import theilslopes
+from scipy.stats import norm, theilslopes
 
 from hybridrec_operator.api.models import ScheduledEvent
 
@@ -146,3 +157,118 @@ class ForecastErrors:
         if len(self.errors) < self.min_errors:
             return default
         return float(min(ceiling, np.quantile(self.errors, self.quantile)))
+
+
+@dataclass
+class Variability:
+    """Relative rises of demand over one lead time, measured online: the evidence behind the safety margin.
+
+    Each ``observe(t, rps)`` (events divided out by the caller) opens a window ``(t, t + lead]`` anchored at the
+    current level (median of the last ``level_seconds``) and closes the windows that ended, recording
+    ``max(demand in window) / level - 1``. ``margin()`` is the ``quantile`` of the last ``window`` rises: what the
+    demand did over one start-up time in, e.g., 95% of the recent past. Pure data, O(lead / step) per observation.
+    """
+
+    lead: float
+    quantile: float = 0.95
+    level_seconds: float = 60.0
+    window: int = 480  # rises kept (2 h at a 15 s step)
+    min_rises: int = 20  # until then: ``default``
+    default: float = 0.1
+    ceiling: float = 1.0  # a margin above +100% is a burst to react to, not capacity to hold
+    robust: bool = True
+    recent: deque[tuple[float, float]] = field(default_factory=deque)
+    pending: deque[list[float]] = field(default_factory=deque)  # [end, level, max seen]
+    rises: deque[float] = field(default_factory=deque)
+
+    def observe(self, t: float, rps: float) -> None:
+        if not math.isfinite(rps) or rps < 0:
+            return
+        for w in self.pending:
+            if t <= w[0]:
+                w[2] = max(w[2], rps)
+        while self.pending and self.pending[0][0] <= t:
+            end, level, seen = self.pending.popleft()
+            if level > 0:
+                # Signed: a window in which demand fell is evidence too (it keeps the median and MAD honest).
+                self.rises.append(seen / level - 1.0)
+        while len(self.rises) > self.window:
+            self.rises.popleft()
+        self.recent.append((t, rps))
+        while self.recent and self.recent[0][0] <= t - self.level_seconds:
+            self.recent.popleft()
+        self.pending.append([t + self.lead, self.level(), 0.0])
+
+    def level(self) -> float:
+        """Median of the last ``level_seconds``: the demand now, without the noise of one sample."""
+        return float(np.median([y for _, y in self.recent])) if self.recent else 0.0
+
+    def margin(self) -> float:
+        """The ``quantile`` of recent rises, bounded by the same quantile of a normal fitted robustly (median and
+        1.4826 x MAD): a handful of jumps (a step, a burst) must not pad capacity for the next two hours; they are
+        reacted to when they happen (``Outlook.urgent``)."""
+        if len(self.rises) < self.min_rises:
+            return self.default
+        rises = np.fromiter(self.rises, float)
+        empirical = float(np.quantile(rises, self.quantile))
+        median = float(np.median(rises))
+        robust = median + float(norm.ppf(self.quantile)) * 1.4826 * float(np.median(np.abs(rises - median)))
+        bound = robust if self.robust else math.inf
+        return float(max(0.0, min(self.ceiling, empirical, bound)))
+
+
+@dataclass(frozen=True)
+class Outlook:
+    demand: float | None  # RPS to provision for over the lead time; None = no data (hold)
+    level: float  # demand now (median of the last minute)
+    margin: float  # relative safety margin applied
+    urgent: bool  # the latest sample exceeds what the level + margin covered: a jump, react now
+
+
+def outlook(
+    history: Sequence[Sample],
+    variability: Variability,
+    schedule: Sequence[ScheduledEvent],
+    now: float,
+    lead_seconds: float,
+    interval: float,
+    served_capacity: float | None = None,
+) -> Outlook:
+    """Demand to cover over ``[now, now + lead_seconds]``: ``max(level, trend) x events x (1 + margin)``.
+
+    ``served_capacity`` (RPS the ready replicas serve within the SLO) makes an observed overload urgent even when
+    the forecast would have covered it: the replicas are short now, whatever the plan said.
+    """
+    trend = fit_trend(history, schedule)
+    if trend is None:
+        return Outlook(None, 0.0, variability.margin(), False)
+    level = variability.level() if variability.recent else trend.level
+    margin = variability.margin()
+    step = max(interval, 1.0)
+    times = list(np.arange(now, now + lead_seconds + 1e-9, step)) + [now + lead_seconds]
+    times += [_epoch(e.start) for e in schedule if now <= _epoch(e.start) <= now + lead_seconds]
+    # Momentum: the slope of the last minute (least squares over its samples), carried over the lead time. The
+    # 10-minute trend is robust but slow to notice a ramp that started a minute ago; this is not, and a flat or
+    # falling minute adds nothing. It starts from the latest sample, so a ramp is met where it is, not where the
+    # median was.
+    recent = [(s.t, s.rps / event_multiplier(schedule, s.t)) for s in history if s.t > now - variability.level_seconds - 1e-9]
+    slope = 0.0
+    if len(recent) >= 3:
+        ts = np.array([r[0] for r in recent])
+        ys = np.array([r[1] for r in recent])
+        if float(np.ptp(ts)) > 0:
+            slope = max(0.0, float(np.polyfit(ts - ts[-1], ys, 1)[0]))
+    latest_level = recent[-1][1] if recent else level
+    factors = {float(t): event_multiplier(schedule, float(t)) for t in times}
+    base = max(max(level, trend.at(t)) * f for t, f in factors.items())
+    cover = base * (1.0 + margin)
+    if slope > 0:
+        # The ramp path is not padded by the margin: the margin already holds the rises typical of one lead time
+        # (noise included), the ramp only adds what exceeds them.
+        cover = max(cover, max((latest_level + slope * (t - now)) * f for t, f in factors.items()))
+    latest = max(history, key=lambda s: s.t)
+    jump = latest.rps > cover
+    overload = served_capacity is not None and latest.rps > served_capacity
+    if jump:
+        cover = latest.rps * (1.0 + margin)
+    return Outlook(cover, level, margin, jump or overload)

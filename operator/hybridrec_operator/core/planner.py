@@ -2,14 +2,25 @@
 
 Models compete for the same private GPUs, so one problem is solved for all of them each control interval:
 
-    minimise   sum cost(m, p) x[m, p]                      (replicas x GPUs x price per GPU-hour)
+    minimise   sum cost(m, p) x[m, p]                      (replicas x GPUs x price per GPU-hour, + spot risk)
              + sum penalty(m) unmet[m]                      (sensitive models' shortfall weighs more)
              + small costs for moving replicas between pools
-    subject to sum_p x[m, p] + unmet[m] >= wanted[m]         (demand x (1 + headroom) / RPS per replica, min replicas)
+    subject to sum_p w[m, p] x[m, p] + unmet[m] >= wanted[m] (demand x (1 + headroom) / RPS per replica, min replicas)
+               sum_p x[m, p] + unmet[m] >= minReplicas        (a count: a fast GPU does not waive the minimum)
                sum_p x[m, p] <= maxReplicas (or the pinned count)
                sum_m gpus[m] x[m, p] <= capacity[p]            (quota and free GPUs of the pool)
                sum_p cost(m, p) x[m, p] <= budget.maxPerHour   (hard cap)
                anti-flap limits on decreases and moves (below)
+
+Capacity per (model, pool): ``w[m, p]`` is the RPS one replica of model m serves on pool p (``rps_per_pool``, from
+``capacity_model.resolve``: measured > GPU hint > targetRpsPerReplica) divided by the model's reference
+``rps_per_replica``; ``wanted`` is in reference replicas. So the optimum fills the pool with the lowest cost per
+served request, not per GPU-hour: a T4 at 0.35/h serving 100 RPS costs 0.97 per 1,000 requests-per-second-hour, an
+A100 at 2.50/h serving 1,000 RPS 0.25, and the A100 wins. Spot pools carry their expected reclaim cost
+(``PoolState.reclaim_rate_per_hour``, see ``spot_risk_per_hour``) so a cheap pool that keeps losing nodes is priced
+as what it costs. When a model's demand jumps (``ModelState.urgent``), start-up time is priced far above any price
+difference and moves are frozen: new replicas go to the allowed pool that is ready soonest, and the ordinary cost
+ranking migrates them to the cheapest pool once calm (dwell and make-before-break as below).
 
 Hard sensitivity rule: a forbidden (model, pool) pair has no variable at all, so no solver and no bug in a penalty
 can place data where ``sensitivity.pool_admits`` says it may not run.
@@ -23,8 +34,9 @@ make-before-break: a moved replica's source stays until the destination's start-
 ready) when capacity and budget allow the overlap. Decreases beyond those limits happen only when a hard limit
 (capacity, budget, a pool that stopped admitting the model) leaves no alternative: they carry the largest penalty.
 
-Solver: ``scipy.optimize.milp`` (HiGHS) with a time limit; a greedy allocator takes over if it fails or runs out of
-time. Everything here is pure: state in, allocation and new state out.
+Solver: ``scipy.optimize.milp`` (HiGHS) with a time limit (default 0.1 s: one round for 50 models x 8 pools has
+~1,000 variables, and HiGHS finds the optimum in milliseconds but may spend seconds proving it); at the limit the best
+feasible allocation found is used, and a greedy allocator takes over only if HiGHS fails or found nothing feasible. Everything here is pure: state in, allocation and new state out.
 """
 
 from __future__ import annotations
@@ -59,6 +71,9 @@ DEFAULT_HEADROOM = 0.05
 _PUBLIC_TIE = 1e-4
 _PREFERRED_TIE = 5e-5
 _DECREASE_TIE = 1e-6
+# An urgent model's slowest pool costs this fraction of the shortfall penalty more per unit of capacity than its
+# fastest one.
+_URGENT = 0.49
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class PoolState:
     name: str
     spec: ComputePoolSpec
     capacity_gpus: int  # GPUs hybridrec may use there now (min(quota, node allocatable)), all models together
+    reclaim_rate_per_hour: float = 0.0  # expected reclaims per replica-hour (spot); 0 = none expected
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,15 @@ class ModelState:
     ready: Mapping[str, int] | None = None  # ready replicas per pool; lets make-before-break finish early
     p95_ms: float | None = None  # observed p95, only to phrase the decision
     headroom: float | None = None  # overrides allocate(headroom=...) for this model (e.g. from capacity_model)
+    rps_per_pool: Mapping[str, float] | None = None  # per-pool capacity of one replica; absent pools: rps_per_replica
+    urgent: bool = False  # demand jumped beyond what is ready: prefer the pool ready soonest, no moves this round
+    stabilization_seconds: float | None = None  # overrides spec.scaling.scaleDownStabilizationSeconds (shorter only)
+
+    def capacity_on(self, pool: str) -> float:
+        """RPS one replica serves on ``pool`` within the SLO."""
+        if self.rps_per_pool and pool in self.rps_per_pool and self.rps_per_pool[pool] > 0:
+            return float(self.rps_per_pool[pool])
+        return self.rps_per_replica
 
 
 @dataclass
@@ -103,6 +128,8 @@ class ModelAllocation:
     slo_at_risk: bool
     direction: Direction
     reason: str  # the event text, one sentence
+    capacity_rps: dict[str, float] = field(default_factory=dict)  # per pool: RPS the planned replicas serve there
+    cost_per_1k_requests: dict[str, float] = field(default_factory=dict)  # per admitted pool, at full replica load
 
 
 @dataclass(frozen=True)
@@ -124,7 +151,8 @@ class _Problem:
     models: Sequence[ModelState]
     pools: Sequence[PoolState]
     pairs: list[tuple[int, int]]  # admitted (model index, pool index)
-    cost: list[float]  # per pair: one replica per hour
+    cost: list[float]  # per pair: one replica per hour, spot risk included (what the optimum minimises)
+    price: list[float]  # per pair: one replica per hour as billed (what budgets cap)
     wanted: list[int]
     raw: list[int | None]  # per model: this round's recommendation before stabilisation
     upper: list[int]
@@ -136,6 +164,8 @@ class _Problem:
     gpus: list[int]
     weight: list[int]
     tie: list[float]  # per pair
+    w: list[float]  # per pair: capacity of one replica in the model's reference replicas
+    min_count: list[int]  # per model: replicas at least (minReplicas or the pinned count)
     unit: float  # penalty of one unmet replica of a public model, see _unit
 
 
@@ -153,6 +183,24 @@ def wanted_replicas(demand_rps: float, rps_per_replica: float, headroom: float, 
     """ceil(demand x (1 + headroom) / RPS per replica), within [min, max]."""
     need = math.ceil(max(demand_rps, 0.0) * (1.0 + headroom) / rps_per_replica - 1e-9) if rps_per_replica > 0 else max_replicas
     return int(min(max(need, min_replicas), max_replicas))
+
+
+def spot_risk_per_hour(pool: PoolState, gpus: int) -> float:
+    """Expected extra cost per replica-hour of running on a pool that loses nodes.
+
+    Each reclaim pays the replacement's start-up twice (the doomed replica and its successor overlap; the successor
+    bills from creation) and, when the notice is shorter than the start-up, serves nothing for the difference; both
+    are charged at the pool's price, a conservative stand-in for the SLO cost.
+    """
+    if pool.reclaim_rate_per_hour <= 0:
+        return 0.0
+    price = pool.spec.pricing.price_per_gpu_hour * gpus
+    return pool.reclaim_rate_per_hour * price * 2.0 * pool.spec.startup_seconds / 3600.0
+
+
+def cost_per_1k_requests(price_per_hour: float, rps_per_replica: float) -> float:
+    """Cost of 1,000 requests served by one fully loaded replica: price per hour / requests per hour x 1,000."""
+    return price_per_hour / (rps_per_replica * 3.6) if rps_per_replica > 0 else math.inf
 
 
 def _currency(pools: Sequence[PoolState], models: Sequence[ModelState]) -> str:
@@ -177,7 +225,10 @@ def _stabilised_wanted(
     if raw is None:  # no fresh data: hold, never scale toward the minimum on missing metrics
         hold = min(cur_total, scaling.max_replicas)
         return hold, scaling.max_replicas, max(0, cur_total - hold)
-    window = [(t, r) for t, r in memory.recommendations.get(m.key, []) if now - t < scaling.scale_down_stabilization_seconds]
+    hold = scaling.scale_down_stabilization_seconds
+    if m.stabilization_seconds is not None:
+        hold = min(hold, m.stabilization_seconds)
+    window = [(t, r) for t, r in memory.recommendations.get(m.key, []) if now - t < hold]
     window.append((now, raw))
     memory.recommendations[m.key] = window
     wanted = max(r for _, r in window)
@@ -204,6 +255,10 @@ def _build(
     upper: list[int] = []
     down: list[int] = []
     budget: list[float | None] = []
+    ws: list[float] = []
+    price: list[float] = []
+    urgency: list[float] = []
+    min_count: list[int] = []
     pool_index = {p.name: j for j, p in enumerate(pools)}
     for i, m in enumerate(models):
         g = m.spec.resources.gpus
@@ -214,32 +269,53 @@ def _build(
         # Replicas on pools that no longer admit the model are not "current" for anti-flap: they must go.
         admitted_current = {p: n for p, n in m.current.items() if p in allowed and p in pool_index}
         w, up, dn = _stabilised_wanted(
-            ModelState(m.key, m.spec, m.demand_rps, m.rps_per_replica, admitted_current, m.pinned), raw, now, memory
+            ModelState(m.key, m.spec, m.demand_rps, m.rps_per_replica, admitted_current, m.pinned, stabilization_seconds=m.stabilization_seconds),
+            raw, now, memory,
         )
+        # Capacity per pool in reference replicas; a pinned total is a count, whatever the GPUs.
+        weight = {n: 1.0 if m.pinned is not None else m.capacity_on(n) / m.rps_per_replica for n in allowed}
+        if m.pinned is None and m.demand_rps is None:
+            w = int(math.floor(sum(weight[p] * n for p, n in admitted_current.items()) + 1e-9))  # hold what runs
+        if m.pinned is None and m.demand_rps is not None:
+            dn = _down_allowance(admitted_current, weight, w)
         pending = _break_pending(m, now, memory)
         # Held models and moves in flight are hard no-moves. Dwell is soft: only another model's shortfall (a penalty
         # larger than any saving) justifies moving replicas early, so cost alone never makes replicas ping-pong.
-        can_move = m.demand_rps is not None and not pending
+        # An urgent model does not move either: this round is for adding capacity where it is ready soonest.
+        can_move = m.demand_rps is not None and not pending and not m.urgent
         settled = now - memory.last_move.get(m.key, -math.inf) >= min_dwell
+        startups = [pools[pool_index[n]].spec.startup_seconds for n in allowed]
+        fastest, slowest = min(startups, default=0), max(startups, default=0)
         for name in sorted(allowed, key=lambda n: pool_index[n]):
             j = pool_index[name]
             spec = pools[j].spec
             pairs.append((i, j))
-            cost.append(spec.pricing.price_per_gpu_hour * g)
+            ws.append(weight[name])
+            price.append(spec.pricing.price_per_gpu_hour * g)
+            cost.append(price[-1] + spot_risk_per_hour(pools[j], g))
             cur.append(int(admitted_current.get(name, 0)))
             young = now - memory.placed_at.get((m.key, name), -math.inf) < min_dwell
             move_cost.append(None if not can_move else min_move_saving if settled and not young else math.inf)
             t = _PUBLIC_TIE if spec.tenancy == Tenancy.PUBLIC else 0.0
             t -= _PREFERRED_TIE if name in m.spec.placement.preferred_pools else 0.0
             tie.append(t)
+            urgency.append(weight[name] * (spec.startup_seconds - fastest) / (slowest - fastest) if m.urgent and slowest > fastest else 0.0)
         wanted.append(w)
+        min_count.append(m.pinned if m.pinned is not None else min(scaling.min_replicas, up))
         raws.append(raw)
         upper.append(up)
         down.append(0 if pending else dn)
         b = m.spec.budget.max_per_hour if m.spec.budget else None
         budget.append(b)
-    unit = _unit(cost)
+    unit = _unit([c / w for c, w in zip(cost, ws)])
+    # Urgency per unit of capacity: up to half the shortfall penalty, so above any price difference per unit of
+    # capacity (all below unit / 2) yet below covering demand (cost + urgency < unit): slow pools still fill up when
+    # the fast ones are full.
+    tie = [t + _URGENT * unit * u for t, u in zip(tie, urgency)]
     return _Problem(
+        w=ws,
+        price=price,
+        min_count=min_count,
         unit=unit,
         models=models,
         pools=pools,
@@ -259,9 +335,23 @@ def _build(
     )
 
 
+def _down_allowance(current: Mapping[str, int], weight: Mapping[str, float], wanted: float) -> int:
+    """Replicas that may go as a plain scale-down: those not needed to cover ``wanted`` when the replicas with the most
+    capacity are kept. Anything more that leaves is a move (dwell time, per-round cap). Equal capacities give the
+    classic ``current - wanted``."""
+    kept, units = 0, 0.0
+    for p in sorted(current, key=lambda p: -weight.get(p, 1.0)):
+        for _ in range(current[p]):
+            if units >= wanted - 1e-9:
+                break
+            units += weight.get(p, 1.0)
+            kept += 1
+    return max(0, sum(current.values()) - kept)
+
+
 def _unit(cost: Sequence[float]) -> float:
-    """More than any one replica costs, so covering demand always beats saving money (and breaking the dwell time
-    is worth it only to cover another model's demand)."""
+    """More than any one replica costs per reference replica of capacity, so covering demand always beats saving
+    money (and breaking the dwell time is worth it only to cover another model's demand)."""
     return 2.0 * max(cost, default=1.0) + 1.0
 
 
@@ -284,6 +374,7 @@ def _signature(problem: _Problem) -> tuple[object, ...]:
         tuple(problem.pairs), tuple(problem.cost), tuple(problem.tie), tuple(problem.wanted), tuple(problem.upper),
         tuple(problem.cur), tuple(problem.down), tuple(problem.move_cost), problem.max_moves, tuple(problem.budget),
         tuple(problem.gpus), tuple(problem.weight), tuple(p.capacity_gpus for p in problem.pools), problem.unit,
+        tuple(problem.w), tuple(problem.min_count), tuple(problem.price),
     )
 
 
@@ -299,7 +390,7 @@ def clear_solution_cache() -> None:
 
 
 def _solve_milp(problem: _Problem, time_limit: float) -> list[int]:
-    """Exact solution with HiGHS; raises ``SolverFailed`` unless optimal within ``time_limit``."""
+    """HiGHS: the optimum, or the best feasible point at ``time_limit``; raises ``SolverFailed`` without one."""
     key = _signature(problem)
     if key in _SOLUTIONS:
         _SOLUTIONS.move_to_end(key)
@@ -343,18 +434,24 @@ def _solve_milp_uncached(problem: _Problem, time_limit: float) -> list[int]:
 
     for i in range(n_m):
         ks = [k for k, (mi, _) in enumerate(problem.pairs) if mi == i]
-        r = row()  # coverage, with unmet slack
-        r[[ox + k for k in ks]] = 1
+        r = row()  # coverage in reference replicas (per-pool capacity), with unmet slack
+        r[[ox + k for k in ks]] = [problem.w[k] for k in ks]
         r[ou + i] = 1
         lo.append(problem.wanted[i])
         hi.append(np.inf)
+        if problem.min_count[i] > 0:
+            r = row()  # minReplicas is a count of replicas
+            r[[ox + k for k in ks]] = 1
+            r[ou + i] = 1
+            lo.append(problem.min_count[i])
+            hi.append(np.inf)
         r = row()  # max replicas / pinned total
         r[[ox + k for k in ks]] = 1
         lo.append(0)
         hi.append(problem.upper[i])
         if problem.budget[i] is not None:
             r = row()
-            r[[ox + k for k in ks]] = [problem.cost[k] for k in ks]
+            r[[ox + k for k in ks]] = [problem.price[k] for k in ks]
             lo.append(0)
             hi.append(float(problem.budget[i]))  # type: ignore[arg-type]
         r = row()  # scale-down decreases limited to the stabilised allowance (forced ones penalised)
@@ -383,16 +480,88 @@ def _solve_milp_uncached(problem: _Problem, time_limit: float) -> list[int]:
     hi.append(problem.max_moves)
     integrality = np.zeros(n_var)
     integrality[ox:ox + n_x] = 1
+    constraints = LinearConstraint(np.array(rows), lo, hi)
+    started = time.perf_counter()
+    rounded = _lp_round(problem, c, integrality, lb, ub, constraints, ox, n_x, time_limit)
+    if rounded is not None and rounded[2] <= rounded[1] + _NEAR_OPTIMAL:
+        return rounded[0]  # meets the LP bound: optimal, tie-breaks included
+    left = max(time_limit - (time.perf_counter() - started), 1e-3)
     res = milp(
         c,
         integrality=integrality,
         bounds=Bounds(lb, ub),
-        constraints=LinearConstraint(np.array(rows), lo, hi),
-        options={"time_limit": max(time_limit, 1e-3), "mip_rel_gap": 1e-9, "presolve": True},
+        constraints=constraints,
+        options={"time_limit": left, "mip_rel_gap": 1e-9, "presolve": True},
     )
-    if res.status != 0 or res.x is None:
+    # Status 1 is the time limit: HiGHS keeps the best feasible allocation found so far (every constraint holds,
+    # the hard rules included), so the round uses it, or the rounded LP answer when that is better; only a round
+    # without any feasible point falls back to greedy.
+    full = None if res.x is None or res.status not in (0, 1) else ([int(round(v)) for v in res.x[ox:ox + n_x]], float(res.fun))
+    candidates = [cand for cand in (full, None if rounded is None else (rounded[0], rounded[2])) if cand is not None]
+    if not candidates:
         raise SolverFailed(f"HiGHS status {res.status}: {res.message}")
-    return [int(round(v)) for v in res.x[ox:ox + n_x]]
+    return min(candidates, key=lambda cand: cand[1])[0]
+
+
+# A rounded LP answer within this (absolute) distance of the LP bound is optimal: below the smallest tie-break.
+_NEAR_OPTIMAL = 1e-8
+
+
+def _lp_round(
+    problem: _Problem, c: np.ndarray, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray, constraints: LinearConstraint,
+    ox: int, n_x: int, time_limit: float,
+) -> tuple[list[int], float, float] | None:
+    """Round the LP relaxation and repair it: (replicas, LP bound, objective of the rounded answer), or None.
+
+    Replica counts are rounded down (up where the LP keeps a running replica), then each model short of its demand
+    gets replicas on the pool with room that is cheapest per request, most sensitive models first. The answer is
+    then scored by the same problem with the replica counts fixed (an LP: unmet demand, decreases and moves at
+    their best), which also proves every constraint holds; an answer that breaks one is dropped. Large rounds are
+    usually settled here in a few tens of milliseconds; HiGHS's branch and bound only runs when this is not
+    meets the bound.
+    """
+    relaxed = np.zeros_like(integrality)
+    lp = milp(c, integrality=relaxed, bounds=Bounds(lb, ub), constraints=constraints, options={"time_limit": max(time_limit, 1e-3)})
+    if lp.status != 0 or lp.x is None:
+        return None
+    xs = lp.x[ox:ox + n_x]
+    x = [int(np.floor(v + 1e-6)) for v in xs]
+    for k, v in enumerate(xs):
+        if problem.cur[k] and v > problem.cur[k] - 1 + 1e-6:
+            x[k] = max(x[k], min(problem.cur[k], int(np.ceil(v - 1e-6))))
+    used = [0] * len(problem.pools)
+    for k, (i, j) in enumerate(problem.pairs):
+        used[j] += problem.gpus[i] * x[k]
+    by_model: dict[int, list[int]] = {}
+    for k, (i, _) in enumerate(problem.pairs):
+        by_model.setdefault(i, []).append(k)
+    for i in sorted(by_model, key=lambda i: (-problem.weight[i], i)):
+        ks = by_model[i]
+        spend = sum(problem.price[k] * x[k] for k in ks)
+        while (
+            sum(problem.w[k] * x[k] for k in ks) < problem.wanted[i] - 1e-9 or sum(x[k] for k in ks) < problem.min_count[i]
+        ) and sum(x[k] for k in ks) < problem.upper[i]:
+            options = [
+                k for k in ks
+                if used[problem.pairs[k][1]] + problem.gpus[i] <= problem.pools[problem.pairs[k][1]].capacity_gpus
+                and x[k] < ub[ox + k]
+                and (problem.budget[i] is None or spend + problem.price[k] <= problem.budget[i] + 1e-9)  # type: ignore[operator]
+            ]
+            if not options:
+                break
+            k = min(options, key=lambda k: (problem.cost[k] + problem.tie[k]) / problem.w[k])
+            x[k] += 1
+            used[problem.pairs[k][1]] += problem.gpus[i]
+            spend += problem.price[k]
+    lb2, ub2 = lb.copy(), ub.copy()
+    lb2[ox:ox + n_x] = x
+    ub2[ox:ox + n_x] = x
+    if np.any(lb2 > ub):
+        return None
+    scored = milp(c, integrality=relaxed, bounds=Bounds(lb2, ub2), constraints=constraints, options={"time_limit": max(time_limit, 1e-3)})
+    if scored.status != 0 or scored.x is None:
+        return None
+    return x, float(lp.fun), float(scored.fun)
 
 
 def _solve_greedy(problem: _Problem) -> list[int]:
@@ -407,7 +576,7 @@ def _solve_greedy(problem: _Problem) -> list[int]:
         return sum(problem.gpus[i] * x[k] for k, (i, pj) in enumerate(problem.pairs) if pj == j)
 
     def spend(i: int) -> float:
-        return sum(problem.cost[k] * x[k] for k in by_model.get(i, []))
+        return sum(problem.price[k] * x[k] for k in by_model.get(i, []))
 
     def remove(i: int, count: int) -> None:
         for k in sorted(by_model.get(i, []), key=lambda k: -(problem.cost[k] + problem.tie[k])):
@@ -427,17 +596,22 @@ def _solve_greedy(problem: _Problem) -> list[int]:
             while spend(i) > problem.budget[i] + 1e-9:  # type: ignore[operator]
                 remove(i, 1)
     order = sorted(by_model, key=lambda i: (-problem.weight[i], i))
+
+    def short(i: int) -> bool:
+        ks = by_model[i]
+        return sum(problem.w[k] * x[k] for k in ks) < problem.wanted[i] - 1e-9 or sum(x[k] for k in ks) < problem.min_count[i]
+
     for i in order:
-        while sum(x[k] for k in by_model[i]) < problem.wanted[i]:
+        while short(i) and sum(x[k] for k in by_model[i]) < problem.upper[i]:
             options = [
                 k
                 for k in by_model[i]
                 if used(problem.pairs[k][1]) + problem.gpus[i] <= problem.pools[problem.pairs[k][1]].capacity_gpus
-                and (problem.budget[i] is None or spend(i) + problem.cost[k] <= problem.budget[i] + 1e-9)  # type: ignore[operator]
+                and (problem.budget[i] is None or spend(i) + problem.price[k] <= problem.budget[i] + 1e-9)  # type: ignore[operator]
             ]
             if not options:
                 break
-            x[min(options, key=lambda k: problem.cost[k] + problem.tie[k])] += 1
+            x[min(options, key=lambda k: (problem.cost[k] + problem.tie[k]) / problem.w[k])] += 1  # cheapest per request
     return x
 
 
@@ -451,7 +625,7 @@ def allocate(
     memory: AllocatorMemory,
     *,
     headroom: float = DEFAULT_HEADROOM,
-    time_limit: float = 1.0,
+    time_limit: float = 0.1,
     max_moves_per_interval: int = 2,
     min_dwell_seconds: float = 120,
     min_move_saving_per_hour: float = 0.05,
@@ -510,7 +684,7 @@ def _make_before_break(problem: _Problem, targets: list[dict[str, int]], now: fl
         if moved <= 0:
             continue
         g = problem.gpus[i]
-        price = {problem.pools[j].name: problem.cost[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
+        price = {problem.pools[j].name: problem.price[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
         spend = sum(price[p] * n for p, n in final[i].items())
         budget = problem.budget[i]
         kept = 0
@@ -566,7 +740,9 @@ def _describe(
     if _moved({p: n for p, n in cur.items() if p in target}, target) > 0:
         memory.last_move[m.key] = now
     wanted = problem.wanted[i]
-    shortfall = max(0, wanted - placed)
+    weight = {problem.pools[j].name: problem.w[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
+    placed_units = sum(weight.get(p, 1.0) * n for p, n in target.items())
+    shortfall = max(0, math.ceil(wanted - placed_units - 1e-9), problem.min_count[i] - placed)
     pools = {p.name: p for p in problem.pools}
     spend = sum(_replica_cost(pools[p], m) * n for p, n in target.items())
     budget = problem.budget[i]
@@ -574,8 +750,10 @@ def _describe(
         _replica_cost(p, m) for p in admitted_pools(m.spec, problem.pools) if p.capacity_gpus - used[p.name] >= m.spec.resources.gpus
     ]
     budget_limited = bool(budget is not None and shortfall > 0 and room and spend + min(room) > budget + 1e-9)
-    slo_at_risk = m.demand_rps is not None and placed * m.rps_per_replica < m.demand_rps
+    capacity = {p: n * m.capacity_on(p) for p, n in target.items() if n}
+    slo_at_risk = m.demand_rps is not None and sum(capacity.values()) < m.demand_rps
     reason = _reason(problem, i, target, cur, used, direction, shortfall, budget_limited, slo_at_risk)
+    per_1k = {p.name: cost_per_1k_requests(_replica_cost(p, m), m.capacity_on(p.name)) for p in admitted_pools(m.spec, problem.pools)}
     return ModelAllocation(
         key=m.key,
         replicas={**{p: 0 for p in cur}, **final},
@@ -586,6 +764,8 @@ def _describe(
         slo_at_risk=slo_at_risk,
         direction=direction,
         reason=reason,
+        capacity_rps=capacity,
+        cost_per_1k_requests=per_1k,
     )
 
 
