@@ -470,6 +470,16 @@ class ScheduledEvent(ApiModel):
         return self
 
 
+class CapacityHint(ApiModel):
+    """RPS one replica of this model sustains within its SLO on pools whose spec.gpu.model is gpuModel (case-insensitive); measured capacity overrides it."""
+
+    # On the model, not the ComputePool: speed-ups between GPUs differ per model (a small two-tower is host-bound on
+    # any GPU, a large one is not), so one relative speed per pool would misprice one of them.
+
+    gpu_model: Annotated[str, Field(min_length=1, max_length=63, description="GPU model as in ComputePool spec.gpu.model, e.g. Tesla-T4.")]
+    rps_per_replica: Annotated[float, Field(gt=0, le=1_000_000, description="RPS one replica sustains within the SLO on this GPU.")]
+
+
 class Scaling(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -484,6 +494,15 @@ class Scaling(ApiModel):
     target_rps_per_replica: Annotated[float, Field(gt=0, le=1_000_000, description="Hint: RPS one replica sustains within the SLO.")] = 50.0
     scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
     schedule: Annotated[list[ScheduledEvent], Field(max_length=64)] = Field(default_factory=list)
+    capacity_hints: Annotated[
+        list[CapacityHint],
+        Field(
+            max_length=32,
+            description="Per-GPU refinement of targetRpsPerReplica: pools whose spec.gpu.model matches gpuModel are priced "
+            "with rpsPerReplica until the operator has measured the capacity there; measurements override hints. Set "
+            "per model, not per ComputePool, because the speed-up of one GPU over another differs from model to model.",
+        ),
+    ] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:
