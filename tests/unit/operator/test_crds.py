@@ -94,6 +94,7 @@ def test_defaults_show_every_knob_and_validate_against_the_models() -> None:
     spec = schema_of("RecModelDeployment")["properties"]["spec"]["properties"]
     assert spec["scaling"]["default"] == {
         "minReplicas": 1, "maxReplicas": 10, "targetRpsPerReplica": 50.0, "scaleDownStabilizationSeconds": 300, "schedule": [],
+        "capacityHints": [],
     }
     assert spec["serving"]["default"]["image"] == "ghcr.io/hybridrec/server:0.1.0"
     assert spec["placement"]["default"] == {"preferredPools": [], "forbiddenPools": [], "allowPublicBurst": False}
