@@ -144,8 +144,8 @@ def _stop_tree(rec: ProcessRecord, grace: float) -> None:
     reap_children()
 
 
-# Popen objects of every process start_process launched from this Python process, by PID: polling them reaps
-# zombies without os.waitpid(-1), which would steal exit statuses from other code's subprocesses.
+# Popen objects of every process spawn() launched from this Python process, by PID (private to this module):
+# polling them reaps zombies without os.waitpid(-1), which would steal exit statuses from other code's subprocesses.
 _OUR_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
