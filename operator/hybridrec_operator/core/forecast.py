@@ -262,13 +262,13 @@ def outlook(
     factors = {float(t): event_multiplier(schedule, float(t)) for t in times}
     base = max(max(level, trend.at(t)) * f for t, f in factors.items())
     cover = base * (1.0 + margin)
+    latest = max(history, key=lambda s: s.t)
+    jump = latest.rps > cover  # beyond what the level, trend and margin explain: a jump, whatever the slope says
     if slope > 0:
         # The ramp path is not padded by the margin: the margin already holds the rises typical of one lead time
         # (noise included), the ramp only adds what exceeds them.
         cover = max(cover, max((latest_level + slope * (t - now)) * f for t, f in factors.items()))
-    latest = max(history, key=lambda s: s.t)
-    jump = latest.rps > cover
     overload = served_capacity is not None and latest.rps > served_capacity
     if jump:
-        cover = latest.rps * (1.0 + margin)
+        cover = max(cover, latest.rps * (1.0 + margin))
     return Outlook(cover, level, margin, jump or overload)

@@ -110,7 +110,7 @@ class ModelState:
 class AllocatorMemory:
     """Anti-flap memory, pure data: pass the returned copy to the next round."""
 
-    recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # model -> (t, raw wanted)
+    recommendations: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # model -> (t, raw wanted)
     last_scale_up: dict[str, float] = field(default_factory=dict)
     last_move: dict[str, float] = field(default_factory=dict)
     placed_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, pool) -> replicas last added
@@ -153,8 +153,8 @@ class _Problem:
     pairs: list[tuple[int, int]]  # admitted (model index, pool index)
     cost: list[float]  # per pair: one replica per hour, spot risk included (what the optimum minimises)
     price: list[float]  # per pair: one replica per hour as billed (what budgets cap)
-    wanted: list[int]
-    raw: list[int | None]  # per model: this round's recommendation before stabilisation
+    wanted: list[float]  # per model, in reference replicas (not rounded: see _wanted_units)
+    raw: list[float | None]  # per model: this round's recommendation before stabilisation
     upper: list[int]
     cur: list[int]  # per pair
     down: list[int]  # per model: decrease allowed without penalty (stabilised scale-down)
@@ -183,6 +183,13 @@ def wanted_replicas(demand_rps: float, rps_per_replica: float, headroom: float, 
     """ceil(demand x (1 + headroom) / RPS per replica), within [min, max]."""
     need = math.ceil(max(demand_rps, 0.0) * (1.0 + headroom) / rps_per_replica - 1e-9) if rps_per_replica > 0 else max_replicas
     return int(min(max(need, min_replicas), max_replicas))
+
+
+def _wanted_units(demand_rps: float, rps_per_replica: float, headroom: float, min_replicas: int, max_replicas: int) -> float:
+    """Demand x (1 + headroom) in reference replicas, not rounded: with equal capacities the integer replica counts
+    round it up exactly like ``wanted_replicas``; with unequal ones, rounding first would buy a slow replica too many."""
+    need = max(demand_rps, 0.0) * (1.0 + headroom) / rps_per_replica if rps_per_replica > 0 else float(max_replicas)
+    return float(min(max(need, min_replicas), max_replicas))
 
 
 def spot_risk_per_hour(pool: PoolState, gpus: int) -> float:
@@ -215,8 +222,8 @@ def _currency(pools: Sequence[PoolState], models: Sequence[ModelState]) -> str:
 
 
 def _stabilised_wanted(
-    m: ModelState, raw: int | None, now: float, memory: AllocatorMemory
-) -> tuple[int, int, int]:
+    m: ModelState, raw: float | None, now: float, memory: AllocatorMemory
+) -> tuple[float, int, int]:
     """(wanted, upper, down): the target total, the hard maximum and the decrease allowed this round."""
     scaling = m.spec.scaling
     cur_total = sum(m.current.values())
@@ -232,7 +239,7 @@ def _stabilised_wanted(
     window.append((now, raw))
     memory.recommendations[m.key] = window
     wanted = max(r for _, r in window)
-    return wanted, scaling.max_replicas, max(0, cur_total - wanted)
+    return wanted, scaling.max_replicas, max(0, cur_total - math.ceil(wanted - 1e-9))
 
 
 def _build(
@@ -251,7 +258,7 @@ def _build(
     move_cost: list[float | None] = []
     raws: list[int | None] = []
     tie: list[float] = []
-    wanted: list[int] = []
+    wanted: list[float] = []
     upper: list[int] = []
     down: list[int] = []
     budget: list[float | None] = []
@@ -265,7 +272,12 @@ def _build(
         allowed = {p.name for p in admitted_pools(m.spec, pools)}
         scaling = m.spec.scaling
         h = m.headroom if m.headroom is not None else headroom
-        raw = None if m.demand_rps is None else wanted_replicas(m.demand_rps, m.rps_per_replica, h, scaling.min_replicas, scaling.max_replicas)
+        raw = None if m.demand_rps is None else _wanted_units(m.demand_rps, m.rps_per_replica, h, scaling.min_replicas, scaling.max_replicas)
+        # N+1 on pools that lose nodes: while the model runs on one, one more of its replicas there is kept, so a
+        # reclaim whose notice is shorter than a replacement's start-up does not cost the SLO.
+        spare = max((m.capacity_on(p.name) / m.rps_per_replica for p in pools if p.reclaim_rate_per_hour > 0 and m.current.get(p.name, 0) > 0), default=0.0)
+        if raw is not None and spare:
+            raw = min(raw + spare, float(scaling.max_replicas))
         # Replicas on pools that no longer admit the model are not "current" for anti-flap: they must go.
         admitted_current = {p: n for p, n in m.current.items() if p in allowed and p in pool_index}
         w, up, dn = _stabilised_wanted(
@@ -307,7 +319,8 @@ def _build(
         down.append(0 if pending else dn)
         b = m.spec.budget.max_per_hour if m.spec.budget else None
         budget.append(b)
-    unit = _unit([c / w for c, w in zip(cost, ws)])
+    # Per replica and per reference replica of capacity: one unmet unit stands for either (coverage, minReplicas).
+    unit = _unit([c / min(w, 1.0) for c, w in zip(cost, ws)])
     # Urgency per unit of capacity: up to half the shortfall penalty, so above any price difference per unit of
     # capacity (all below unit / 2) yet below covering demand (cost + urgency < unit): slow pools still fill up when
     # the fast ones are full.
@@ -474,8 +487,9 @@ def _solve_milp_uncached(problem: _Problem, time_limit: float) -> list[int]:
             r[om + k] = 1
             lo.append(problem.cur[k])
             hi.append(np.inf)
-    r = row()
-    r[om:om + n_x] = 1
+    r = row()  # moves per round, counted in the model's largest replicas: 3 L4s consolidated into 1 A100 is one move
+    best = {i: max(problem.w[k] for k, (mi, _) in enumerate(problem.pairs) if mi == i) for i in range(n_m) if any(mi == i for mi, _ in problem.pairs)}
+    r[om:om + n_x] = [problem.w[k] / best[i] for k, (i, _) in enumerate(problem.pairs)]
     lo.append(-np.inf)
     hi.append(problem.max_moves)
     integrality = np.zeros(n_var)
@@ -591,7 +605,7 @@ def _solve_greedy(problem: _Problem) -> list[int]:
                 x[k] -= 1
     for i in by_model:
         total = sum(x[k] for k in by_model[i])
-        remove(i, max(0, min(problem.down[i], total - problem.wanted[i]), total - problem.upper[i]))
+        remove(i, max(0, min(problem.down[i], math.floor(total - problem.wanted[i] + 1e-9)), total - problem.upper[i]))
         if problem.budget[i] is not None:
             while spend(i) > problem.budget[i] + 1e-9:  # type: ignore[operator]
                 remove(i, 1)
@@ -667,7 +681,8 @@ def _targets(problem: _Problem, x: Sequence[int]) -> list[dict[str, int]]:
 
 
 def _make_before_break(problem: _Problem, targets: list[dict[str, int]], now: float, memory: AllocatorMemory) -> list[dict[str, int]]:
-    """Keep moved replicas on their source pools until the destination is up, where capacity and budget allow.
+    """Keep moved replicas on their source pools until the destination is up, where capacity, budget and
+    maxReplicas allow.
 
     Cheapest sources are kept first. When the freed GPUs are what a more sensitive model was given, the overlap does
     not fit and the source goes at once: the model with nowhere else to go wins.
@@ -680,29 +695,40 @@ def _make_before_break(problem: _Problem, targets: list[dict[str, int]], now: fl
             used[name] += n * problem.gpus[i]
     for i, m in enumerate(problem.models):
         cur = {name: n for name, n in m.current.items() if name in targets[i]}
-        moved = _moved(cur, targets[i])
-        if moved <= 0:
+        if _moved(cur, targets[i]) <= 0:
             continue
+        # In capacity, not replicas: 3 L4s leaving for 1 A100 leave 3 L4s' worth of capacity to bridge.
+        weight = {problem.pools[j].name: problem.w[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
+        moved = _moved_capacity(cur, targets[i], weight)
         g = problem.gpus[i]
         price = {problem.pools[j].name: problem.price[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
         spend = sum(price[p] * n for p, n in final[i].items())
         budget = problem.budget[i]
-        kept = 0
+        kept = 0.0
         for p in sorted((p for p in cur if cur[p] > targets[i].get(p, 0)), key=lambda p: price[p]):
-            while kept < moved and final[i][p] < cur[p]:
+            while kept < moved - 1e-9 and final[i][p] < cur[p]:
                 fits = used[p] + g <= pool_by_name[p].capacity_gpus
                 affordable = budget is None or spend + price[p] <= budget + 1e-9
-                if not (fits and affordable):
+                within_max = sum(final[i].values()) < problem.upper[i]  # maxReplicas (or the pinned count) holds mid-move
+                if not (fits and affordable and within_max):
                     break
                 final[i][p] += 1
                 used[p] += g
                 spend += price[p]
-                kept += 1
+                kept += weight.get(p, 1.0)
         if kept:
             destinations = [p for p in targets[i] if targets[i][p] > cur.get(p, 0)]
             startup = max((pool_by_name[p].spec.startup_seconds for p in destinations), default=0)
             memory.break_after[m.key] = now + startup
     return final
+
+
+def _moved_capacity(current: Mapping[str, int], target: Mapping[str, int], weight: Mapping[str, float]) -> float:
+    """``_moved`` in capacity: removed capacity beyond the drop in total capacity."""
+    removed = sum(weight.get(p, 1.0) * max(0, n - target.get(p, 0)) for p, n in current.items())
+    before = sum(weight.get(p, 1.0) * n for p, n in current.items())
+    after = sum(weight.get(p, 1.0) * n for p, n in target.items())
+    return removed - max(0.0, before - after)
 
 
 def _moved(current: Mapping[str, int], target: Mapping[str, int]) -> int:
@@ -739,10 +765,10 @@ def _describe(
         direction = "hold"
     if _moved({p: n for p, n in cur.items() if p in target}, target) > 0:
         memory.last_move[m.key] = now
-    wanted = problem.wanted[i]
+    wanted = math.ceil(problem.wanted[i] - 1e-9)
     weight = {problem.pools[j].name: problem.w[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
     placed_units = sum(weight.get(p, 1.0) * n for p, n in target.items())
-    shortfall = max(0, math.ceil(wanted - placed_units - 1e-9), problem.min_count[i] - placed)
+    shortfall = max(0, math.ceil(problem.wanted[i] - placed_units - 1e-9), problem.min_count[i] - placed)
     pools = {p.name: p for p in problem.pools}
     spend = sum(_replica_cost(pools[p], m) * n for p, n in target.items())
     budget = problem.budget[i]
@@ -814,11 +840,11 @@ def _reason(
     elif m.p95_ms is not None:
         cause = f"p95 {m.p95_ms:.0f} ms {'>' if m.p95_ms > slo else '<='} SLO {slo} ms, forecast {m.demand_rps:,.0f} RPS"
     else:
-        raw = problem.raw[i] if problem.raw[i] is not None else problem.wanted[i]
+        raw = math.ceil((problem.raw[i] if problem.raw[i] is not None else problem.wanted[i]) - 1e-9)
         cause = f"forecast {m.demand_rps:,.0f} RPS needs {_plural(raw)} at {m.rps_per_replica:,.0f} RPS each"
-        if problem.wanted[i] > raw:
+        if math.ceil(problem.wanted[i] - 1e-9) > raw:
             window = m.spec.scaling.scale_down_stabilization_seconds
-            cause += f" ({problem.wanted[i]} wanted within the {window} s stabilisation window)"
+            cause += f" ({math.ceil(problem.wanted[i] - 1e-9)} wanted within the {window} s stabilisation window)"
     ups = {p: n - current.get(p, 0) for p, n in target.items() if n > current.get(p, 0)}
     downs = {p: n - target.get(p, 0) for p, n in current.items() if n > target.get(p, 0)}
     if direction == "hold":
