@@ -21,9 +21,10 @@ import kopf
 from hybridrec_operator.controller import metrics
 from hybridrec_operator.controller.config import OperatorConfig
 from hybridrec_operator.controller.cost_controller import CostController, control_loop, seed_from_api
+from hybridrec_operator.controller.guard import PlacementGuard
 from hybridrec_operator.controller.kube import Kube, new_api_client
 from hybridrec_operator.controller.leader import AlwaysLeader, KubeLeaseStore, LeaderElector
-from hybridrec_operator.controller.runtime import Runtime
+from hybridrec_operator.controller.runtime import LEADER_TRIGGER, Runtime
 from hybridrec_operator.controller.seam import ControlSeam
 from hybridrec_operator.core.cost_types import ControllerConfig
 
@@ -38,6 +39,7 @@ class Operator:
     runtime: Runtime
     seam: ControlSeam
     leader: LeaderElector | AlwaysLeader
+    guard: PlacementGuard | None = None  # the continuous check of the sensitive-placement rule (issue 9 item 4)
     cost_task: asyncio.Task[Any] | None = None
     leader_task: asyncio.Task[Any] | None = None
     metrics_server: Any = None
@@ -116,8 +118,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, indices: Mappi
     op = Operator(runtime=runtime, seam=seam, leader=leader, clients=[c for c in (api, lease_api) if c is not None])
     runtime.tasks = [asyncio.create_task(runtime.worker(), name=f"hybridrec-worker-{i}") for i in range(config.workers)]
     runtime.tasks.append(asyncio.create_task(runtime.resync(), name="hybridrec-resync"))
+    # The guard runs beside the workers (its own coroutine, so a slow reconcile never delays a deletion); cancelled
+    # with the runtime's tasks, and a takeover checks at once what the previous leader may have missed.
+    op.guard = PlacementGuard(runtime, interval=config.resync_seconds)
+    runtime.tasks.append(asyncio.create_task(op.guard.run(), name="hybridrec-placement-guard"))
     if isinstance(leader, LeaderElector):
-        leader.on_started = runtime.started_leading
+        leader.on_started = _on_started(runtime, op.guard)
         op.leader_task = asyncio.create_task(leader.run(), name="hybridrec-leader-election")
     op.cost_task = await _start_cost_controller(runtime, seam, leader)
     if config.metrics_port:
@@ -128,6 +134,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, indices: Mappi
     log.info("hybridrec operator started: %s, %d workers, metrics on %s:%s", election, config.workers,
              config.metrics_address, config.metrics_port or "off")
     return op
+
+
+def _on_started(runtime: Runtime, guard: PlacementGuard) -> Any:
+    def started() -> None:
+        runtime.started_leading()
+        guard.poke(LEADER_TRIGGER)
+    return started
 
 
 async def _start_cost_controller(runtime: Runtime, seam: ControlSeam,

@@ -94,12 +94,16 @@ async def rmd_event(type: str | None, body: kopf.Body, namespace: str, name: str
 async def pool_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
     if op := app.running(memo):
         events.on_pool(op.runtime, type, body, name)
+        if op.guard is not None:  # a nodeSelector may now pick nodes of another tenancy
+            op.guard.poke(f"pool {name}")
 
 
 @kopf.on.event("v1", "nodes")
 async def node_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
     if op := app.running(memo):
         events.on_node(op.runtime, type, body, name)
+        if op.guard is not None:  # a relabelled node may now carry a sensitive pod (controller/guard.py)
+            op.guard.on_node(type, body, name)
 
 
 @kopf.on.event("v1", "pods", when=_gpu_or_hybridrec_pod)
@@ -107,6 +111,8 @@ async def pod_event(type: str | None, body: kopf.Body, namespace: str, labels: M
                     **_: Any) -> None:
     if op := app.running(memo):
         events.on_pod(op.runtime, type, body, namespace, labels)
+        if op.guard is not None:
+            op.guard.on_pod(type, body, labels)
 
 
 @kopf.on.event("apps/v1", "deployments", labels=MANAGED)

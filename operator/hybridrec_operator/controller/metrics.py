@@ -53,3 +53,8 @@ RECONCILE_SECONDS = Histogram(
 )
 RECONCILE_ERRORS = Counter("hybridrec_reconcile_errors", "Reconciles that failed.", ["kind", "reason"], registry=REGISTRY)
 POOL_GPUS = Gauge("hybridrec_pool_gpus", "GPUs of a pool by state (allocatable, used, free, quota).", ["pool", "tenancy", "state"], registry=REGISTRY)
+SENSITIVE_PLACEMENT_VIOLATIONS = Counter(
+    "hybridrec_sensitive_placement_violations",
+    "Pods of confidential/restricted models found on a node not labelled hybridrec.io/tenancy=private (each pod "
+    "counted once; hybridrec deletes those it created).", [*MODEL, "node"], registry=REGISTRY,
+)

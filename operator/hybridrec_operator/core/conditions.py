@@ -197,9 +197,39 @@ def pool_tenancy_condition(tenancy: str, mismatched: Iterable[str]) -> tuple[Sta
         "replicas of this pool until the labels or spec.nodeSelector agree")
 
 
-def violation_condition(messages: Iterable[str]) -> tuple[Status, str, str]:
-    """``SensitivePlacementViolation`` of a RecModelDeployment from ``sensitivity.placement_violations`` messages."""
+def violation_condition(messages: Iterable[str], *, resolved: str = "") -> tuple[Status, str, str]:
+    """``SensitivePlacementViolation`` of a RecModelDeployment from ``sensitivity.placement_violations`` messages.
+
+    ``resolved``: the message of the violation that was True until now; once it is gone the condition turns False
+    with reason ``ViolationResolved`` and keeps naming the pod and node, so the record outlives the pod.
+    """
     found = list(messages)
+    if not found and resolved:
+        return "False", "ViolationResolved", _sentence(
+            f"no pod of this model runs on a node that is not labelled private now; last violation: {resolved.rstrip('.')}")
     if not found:
         return "False", "NoViolation", "No pod of this model runs on a node that is not labelled private."
     return "True", "PodOnNonPrivateNode", _sentence("; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else ""))
+
+
+def violation_updates(
+    violations: Mapping[str, Iterable[str]],
+    current: Mapping[str, Iterable[Mapping[str, Any]]],
+) -> dict[str, tuple[Status, str, str]]:
+    """Which models' ``SensitivePlacementViolation`` must be written, and to what.
+
+    ``violations``: model key -> messages of its pods on non-private nodes now; ``current``: model key -> its
+    conditions (every sensitive model). True while a violation remains; back to False (``ViolationResolved``) once
+    none does; a model that never had one gets no condition (no write per model and event). Only changes are returned.
+    """
+    out: dict[str, tuple[Status, str, str]] = {}
+    for key in sorted(set(violations) | set(current)):
+        messages = sorted(violations.get(key) or [])
+        old = get_condition(current.get(key) or [], SENSITIVE_PLACEMENT_VIOLATION) or {}
+        if not messages and old.get("status") != "True":
+            continue
+        resolved = str(old.get("message", "")) if old.get("status") == "True" else ""
+        wanted = violation_condition(messages, resolved=resolved)
+        if (old.get("status"), old.get("reason"), old.get("message")) != wanted:
+            out[key] = wanted
+    return out

@@ -49,9 +49,24 @@ class Violation:
 
     @property
     def message(self) -> str:
+        return self.describe(deleted=True)
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.namespace}/{self.model}"
+
+    def describe(self, *, deleted: bool, failure: str = "") -> str:
+        """One sentence for the condition and the event; ``deleted`` False for a pod hybridrec did not create
+        (it is reported, never touched), or with ``failure`` when deleting our own pod failed (it is retried)."""
         where = f"labelled {TENANCY_LABEL}={self.node_tenancy}" if self.node_tenancy else f"without a {TENANCY_LABEL} label"
+        if failure:
+            outcome = f"hybridrec could not delete it ({failure.rstrip('.')}) and keeps trying"
+        elif deleted:
+            outcome = "the pod is deleted"
+        else:
+            outcome = "the pod was not created by hybridrec, so it is left alone: move or delete it"
         return (f"pod {self.namespace}/{self.pod} of model {self.model} runs on node {self.node} {where}: "
-                "confidential and restricted data run only on nodes labelled private; the pod is deleted")
+                f"confidential and restricted data run only on nodes labelled private; {outcome}")
 
 
 def placement_violations(
@@ -84,3 +99,32 @@ def placement_violations(
         if tenancy != Tenancy.PRIVATE.value:
             found.append(Violation(namespace, str(meta.get("name", "")), model, node, tenancy))
     return sorted(found, key=lambda v: (v.namespace, v.pod))
+
+
+MANAGED_BY = ("app.kubernetes.io/managed-by", "hybridrec")
+
+
+def created_by_hybridrec(pod: Mapping[str, Any], deployments: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether ``pod`` (the full object, with ownerReferences) belongs to one of ``deployments`` (hybridrec's own
+    children of the pod's model, as the operator indexes them): our labels, a controlling ReplicaSet named
+    ``<deployment>-<pod-template-hash>`` (how the Deployment controller names it) of a Deployment that carries our
+    label and is controlled by a RecModelDeployment. The invariant check deletes only such pods: a user's pod that
+    merely copies our labels is reported, never deleted (hybridrec never touches an object it did not create)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    model, template_hash = labels.get(MODEL_LABEL), labels.get("pod-template-hash")
+    if labels.get(MANAGED_BY[0]) != MANAGED_BY[1] or not model or not template_hash:
+        return False
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    if owner is None or owner.get("kind") != "ReplicaSet" or owner.get("apiVersion") != "apps/v1":
+        return False
+    for deployment in deployments:
+        dmeta = deployment.get("metadata") or {}
+        dlabels = dmeta.get("labels") or {}
+        if (dmeta.get("namespace", meta.get("namespace")) != meta.get("namespace") or dlabels.get(MODEL_LABEL) != model
+                or dlabels.get(MANAGED_BY[0]) != MANAGED_BY[1]):
+            continue
+        controlled = any(r.get("controller") and r.get("kind") == "RecModelDeployment" for r in dmeta.get("ownerReferences") or [])
+        if controlled and owner.get("name") == f"{dmeta.get('name')}-{template_hash}":
+            return True
+    return False

@@ -1,0 +1,141 @@
+"""Issue 9, findings 3 and 4, against the real local control plane and the operator process.
+
+3. A node relabelled from private to public under a restricted pod: the pod is deleted within seconds, the model
+   says SensitivePlacementViolation (naming pod and node) and gets a Warning event, the metric counts it, and the
+   replacement runs on a private node. The pool says TenancyMismatch.
+4. A `private` pool whose nodeSelector picks public nodes, at price 0: TenancyMismatch naming them, no capacity,
+   no restricted pod ever bound to a public node, and the healthy models' running pods stay where they are.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from invariant_support import ConditionWatch, node_tenancy, relabel, restored_node_labels, violations
+from operator_harness import MANAGED, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
+
+pytestmark = pytest.mark.cluster
+
+VIOLATION = "SensitivePlacementViolation"
+MISMATCH = "TenancyMismatch"
+
+
+def pods_of(kube: Kube, namespace: str, model: str) -> list[dict[str, Any]]:
+    return [p for p in kube.items("pods", namespace, f"{MANAGED},hybridrec.io/model={model}")
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def pool_condition(kube: Kube, pool: str, type_: str) -> dict[str, Any]:
+    body = kube.get("computepool", pool) or {}
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def events(kube: Kube, namespace: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in kube.items("events", namespace) if e.get("reason") == reason]
+
+
+def test_node_relabelled_public_under_a_restricted_pod(operator: OperatorProcess, kube: Kube, namespace: str,
+                                                       kube_api: Any) -> None:
+    kube.apply(sample_models(namespace, "account-recs"))
+    wait_for(lambda: rmd_ready(kube, namespace, "account-recs"), 90, "account-recs Ready")
+    pod = wait_for(lambda: [p for p in pods_of(kube, namespace, "account-recs") if p["spec"].get("nodeName")], 30,
+                   "its pod bound")[0]
+    name, node, pool = pod["metadata"]["name"], pod["spec"]["nodeName"], pod["metadata"]["labels"]["hybridrec.io/pool"]
+    assert node_tenancy(kube)[node] == "private"
+
+    with restored_node_labels(kube), ConditionWatch(kube_api, namespace, "account-recs", VIOLATION) as watch:
+        time.sleep(0.5)  # the watch is established
+        started = time.monotonic()
+        relabel(kube, node, "public")
+        wait_for(lambda: kube.get("pod", name, namespace) is None, 10, f"pod {name} deleted", interval=0.1)
+        deleted_after = time.monotonic() - started
+        print(f"restricted pod deleted {deleted_after:.2f} s after its node was relabelled public")
+        assert deleted_after < 5
+
+        # The replacement runs on a private node (required affinity), and the model is Ready again.
+        replacement = wait_for(lambda: [p for p in pods_of(kube, namespace, "account-recs")
+                                        if p["spec"].get("nodeName") and p["metadata"]["name"] != name], 60,
+                               "a replacement pod bound")[0]
+        assert replacement["spec"]["nodeName"] != node
+        assert node_tenancy(kube)[replacement["spec"]["nodeName"]] == "private"
+        wait_for(lambda: rmd_ready(kube, namespace, "account-recs"), 60, "account-recs Ready again")
+        wait_for(lambda: watch.statuses()[-1:] == ["False"], 30, f"{VIOLATION} back to False")
+
+    # True while the pod ran there, naming pod and node; False afterwards, still naming them.
+    assert "True" in watch.statuses(), watch.seen
+    true = next(m for s, _, m in watch.seen if s == "True")
+    assert name in true and node in true and "public" in true
+    rmd = kube.get("rmd", "account-recs", namespace)
+    final = kube.condition(rmd, VIOLATION)
+    assert final["status"] == "False" and final["reason"] == "ViolationResolved" and name in final["message"]
+
+    warning = wait_for(lambda: events(kube, namespace, VIOLATION), 10, "a SensitivePlacementViolation event")
+    assert warning[0]["type"] == "Warning" and warning[0]["involvedObject"]["name"] == "account-recs"
+    assert name in warning[0]["message"] and node in warning[0]["message"]
+    assert operator.sample("hybridrec_sensitive_placement_violations_total", namespace=namespace,
+                           model="account-recs", node=node) == 1
+
+    # While relabelled, the pool named the node and did not count it as ready; relabelled back, it agrees again.
+    wait_for(lambda: pool_condition(kube, pool, MISMATCH).get("status") == "False", 30, f"{pool} agreeing again")
+    assert not violations(kube, namespace)
+
+
+def test_pool_relabelled_node_is_named_and_gives_no_capacity(operator: OperatorProcess, kube: Kube) -> None:
+    """The pool side of finding 3: the relabelled node is named by TenancyMismatch and stops counting as ready."""
+    nodes = [n for n, t in node_tenancy(kube).items() if n.startswith("onprem-t4")]
+    before = (kube.get("computepool", "onprem-t4") or {}).get("status") or {}
+    with restored_node_labels(kube):
+        relabel(kube, nodes[0], "public")
+        cond = wait_for(lambda: pool_condition(kube, "onprem-t4", MISMATCH).get("status") == "True"
+                        and pool_condition(kube, "onprem-t4", MISMATCH), 30, "onprem-t4 TenancyMismatch")
+        assert nodes[0] in cond["message"] and cond["reason"] == "NodesDisagree"
+        status = wait_for(lambda: ((kube.get("computepool", "onprem-t4") or {}).get("status") or {}).get("readyNodes")
+                          == before.get("readyNodes", 0) - 1 and kube.get("computepool", "onprem-t4")["status"], 30,
+                          "one ready node fewer")
+        assert status["nodes"] == before.get("nodes")
+        assert [e for e in events(kube, "default", MISMATCH) if e["involvedObject"]["name"] == "onprem-t4"]
+    wait_for(lambda: pool_condition(kube, "onprem-t4", MISMATCH).get("status") == "False", 30, "onprem-t4 agreeing")
+
+
+def test_private_pool_selecting_public_nodes_at_price_zero(operator: OperatorProcess, kube: Kube, namespace: str) -> None:
+    kube.apply(sample_models(namespace))
+    for model in ("account-recs", "homepage-recs", "trending"):
+        wait_for(lambda model=model: rmd_ready(kube, namespace, model), 90, f"{model} Ready")
+    running = {p["metadata"]["uid"]: p["spec"]["nodeName"] for p in kube.items("pods", namespace, MANAGED)}
+    public_nodes = sorted(n for n, t in node_tenancy(kube).items() if t == "public" and n.startswith("aws-spot-l4"))
+    rogue = f"rogue-{namespace}"
+    kube.apply([{
+        "apiVersion": "hybridrec.io/v1alpha1", "kind": "ComputePool", "metadata": {"name": rogue},
+        "spec": {"tenancy": "private", "provider": "onprem", "region": "onprem-fra",
+                 "nodeSelector": {"hybridrec.io/pool": "aws-spot-l4"},
+                 "gpu": {"resourceName": "nvidia.com/gpu", "model": "NVIDIA-L4", "memoryGib": 24},
+                 "pricing": {"pricePerGpuHour": 0, "currency": "USD", "capacityType": "reserved"},
+                 "maxGpus": 16, "allowedSensitivity": ["public", "internal", "confidential", "restricted"]},
+    }])
+    try:
+        cond = wait_for(lambda: pool_condition(kube, rogue, MISMATCH).get("status") == "True"
+                        and pool_condition(kube, rogue, MISMATCH), 30, f"{rogue} TenancyMismatch")
+        assert all(n in cond["message"] for n in public_nodes[:5]), cond
+        status = kube.get("computepool", rogue)["status"]
+        assert status["readyNodes"] == 0 and status["freeGpus"] == 0
+        warning = wait_for(lambda: [e for e in events(kube, "default", MISMATCH) if e["involvedObject"]["name"] == rogue],
+                           10, "a TenancyMismatch event on the pool")
+        assert warning[0]["type"] == "Warning"
+
+        # Every model is re-planned (a pool changed); watch a resync go by too. At no point may a restricted pod be
+        # bound to a public node, a model be planned onto the rogue pool, or a healthy pod be taken away.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert not violations(kube, namespace)
+            for rmd in kube.items("rmd", namespace):
+                pools = {p["pool"] for p in (rmd.get("status") or {}).get("placements") or []}
+                assert rogue not in pools, (rmd["metadata"]["name"], pools)
+            time.sleep(1)
+        now = {p["metadata"]["uid"]: p["spec"]["nodeName"] for p in kube.items("pods", namespace, MANAGED)}
+        assert now == running, "healthy models' pods were disrupted"
+        for model in ("account-recs", "homepage-recs", "trending"):
+            assert rmd_ready(kube, namespace, model), model
+    finally:
+        kube("delete", "computepool", rogue, "--wait=false", check=False)
