@@ -127,20 +127,26 @@ def wait_settled(kube: Kube, namespace: str, timeout: float, quiet_s: float = 1.
 
 def user_objects(namespace: str, gpu_node: str) -> list[dict[str, Any]]:
     """A user's Deployment and Service (carrying a model's label, but not managed by hybridrec), a ConfigMap, and a
-    user's GPU pod bound to a private node with a sensitive model's label: it sits in the operator's pod index, on a
+    user's GPU pod on a chosen private node with a sensitive model's labels: it sits in the operator's pod index, on a
     node the tests relabel, and looks like a violation the guard must report but never delete."""
-    bait = {"hybridrec.io/model": "account-recs", "app": "user-app"}
+    # The admission policies want a sensitivity label beside a model label and, as the model is restricted, the
+    # private-tenancy affinity: a user can still create these, and hybridrec must leave them alone.
+    bait = {"hybridrec.io/model": "account-recs", "hybridrec.io/sensitivity": "restricted", "app": "user-app"}
+    private_only = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": TENANCY, "operator": "In", "values": ["private"]}]}]}}}
     return [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "user-app", "namespace": namespace, "labels": bait},
          "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "user-app"}},
                   "template": {"metadata": {"labels": bait},
-                               "spec": {"containers": [{"name": "app", "image": "registry.example/user-app:1"}]}}}},
+                               "spec": {"affinity": private_only,
+                                        "containers": [{"name": "app", "image": "registry.example/user-app:1"}]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "user-svc", "namespace": namespace, "labels": bait},
          "spec": {"selector": {"app": "user-app"}, "ports": [{"port": 80, "targetPort": 8080}]}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "user-config", "namespace": namespace},
          "data": {"owner": "a user"}},
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user-gpu-job", "namespace": namespace, "labels": {"app": "user-gpu", "hybridrec.io/model": "account-recs"}},
-         "spec": {"nodeName": gpu_node,
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user-gpu-job", "namespace": namespace, "labels": {"app": "user-gpu", "hybridrec.io/model": "account-recs",
+                                                                                 "hybridrec.io/sensitivity": "restricted"}},
+         "spec": {"nodeSelector": {"kubernetes.io/hostname": gpu_node}, "affinity": private_only,
                   "tolerations": [{"key": TENANCY, "operator": "Exists", "effect": "NoSchedule"}],
                   "containers": [{"name": "job", "image": "registry.example/job:1",
                                   "resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}]}},

@@ -5,6 +5,8 @@ events, metric) runs against the real control plane in tests/integration/invaria
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -126,3 +128,37 @@ def test_pod_events_wake_the_guard_when_a_model_pod_is_bound_or_gone() -> None:
         return out
 
     assert asyncio.run(scenario()) == [False, True, True, False]
+
+
+class _Recording(PlacementGuard):
+    """The guard's own loop, with the pass itself recorded instead of run (it needs the API server)."""
+
+    passes: list[list[str]]
+
+    async def check(self, reasons: list[str]) -> list[Violation]:
+        self.passes.append(reasons)
+        return []
+
+
+def _loop_guard(leader: bool) -> _Recording:
+    runtime = SimpleNamespace(leader=SimpleNamespace(is_leader=leader), loop=asyncio.get_running_loop())
+    guard = _Recording(runtime=runtime, interval=3600)  # type: ignore[arg-type]
+    guard.passes = []
+    return guard
+
+
+@pytest.mark.parametrize("leader, expected", [(True, [["node n-1", "pod"]]), (False, [])])
+def test_only_the_leader_checks_and_a_burst_of_events_costs_one_pass(leader: bool, expected: list[list[str]]) -> None:
+    async def scenario() -> list[list[str]]:
+        guard = _loop_guard(leader)
+        task = asyncio.create_task(guard.run())
+        for _ in range(50):
+            guard.poke("pod")
+        guard.poke("node n-1")
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return guard.passes
+
+    assert asyncio.run(scenario()) == expected
