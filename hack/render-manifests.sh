@@ -53,6 +53,18 @@ header = "# Generated from manifests/rbac/operator.yaml by hack/render-manifests
 open(sys.argv[2], "w").write(header + yaml.safe_dump(roles[0]["rules"], default_flow_style=None, sort_keys=False, width=200))
 PY
 fi
+# The namespaced install (rbac.scope=namespaced): the small ClusterRole and the per-namespace Role.
+if [ -f "$ROOT/manifests/rbac/operator-namespaced.yaml" ]; then
+  "$PYTHON" - "$ROOT/manifests/rbac/operator-namespaced.yaml" "$chart/files" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+header = "# Generated from manifests/rbac/operator-namespaced.yaml by hack/render-manifests.sh. Do not edit by hand.\n"
+for kind, name, out in (("ClusterRole", "hybridrec-operator-cluster", "operator-rbac-cluster-scoped-rules.yaml"),
+                        ("Role", "hybridrec-operator-models", "operator-rbac-namespaced-rules.yaml")):
+    [role] = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    open(f"{sys.argv[2]}/{out}", "w").write(header + yaml.safe_dump(role["rules"], default_flow_style=None, sort_keys=False, width=200))
+PY
+fi
 "$PYTHON" -m hybridrec_local.dashboards "$chart/dashboards" > /dev/null
 
 # 2. The chart rendered with default values (CRDs stay in manifests/crds).

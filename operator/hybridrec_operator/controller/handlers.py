@@ -79,6 +79,11 @@ def hybridrec_pdbs(body: kopf.Body, namespace: str, labels: Mapping[str, str], *
     return {(namespace, labels[MODEL_LABEL]): _child(body)} if labels.get(MODEL_LABEL) else None
 
 
+@kopf.index("networking.k8s.io/v1", "networkpolicies", labels=MANAGED)
+def hybridrec_networkpolicies(body: kopf.Body, namespace: str, labels: Mapping[str, str], **_: Any) -> dict[Any, Any] | None:
+    return {(namespace, labels[MODEL_LABEL]): _child(body)} if labels.get(MODEL_LABEL) else None
+
+
 # ------------------------------------------------------------------------------------------- event handlers
 # Before startup finished (and after cleanup) there is no operator in memo: the event is dropped, and the watch's
 # initial listing delivers every object again once it runs.
@@ -132,6 +137,13 @@ async def service_event(type: str | None, body: kopf.Body, namespace: str, label
 @kopf.on.event("policy/v1", "poddisruptionbudgets", labels=MANAGED)
 async def pdb_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
                     memo: kopf.Memo, **_: Any) -> None:
+    if op := app.running(memo):
+        events.on_child(op.runtime, type, body, namespace, labels)
+
+
+@kopf.on.event("networking.k8s.io/v1", "networkpolicies", labels=MANAGED)
+async def networkpolicy_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
+                              memo: kopf.Memo, **_: Any) -> None:
     if op := app.running(memo):
         events.on_child(op.runtime, type, body, namespace, labels)
 

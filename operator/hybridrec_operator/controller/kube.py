@@ -43,7 +43,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("apps/v1", "Deployment"): Kind("/apis/apps/v1", "deployments", True),
     ("v1", "Service"): Kind("/api/v1", "services", True),
     ("policy/v1", "PodDisruptionBudget"): Kind("/apis/policy/v1", "poddisruptionbudgets", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): Kind("/apis/networking.k8s.io/v1", "networkpolicies", True),
     ("v1", "Event"): Kind("/api/v1", "events", True),
+    ("v1", "Pod"): Kind("/api/v1", "pods", True),
     ("hybridrec.io/v1alpha1", "RecModelDeployment"): Kind("/apis/hybridrec.io/v1alpha1", "recmodeldeployments", True),
     ("hybridrec.io/v1alpha1", "ComputePool"): Kind("/apis/hybridrec.io/v1alpha1", "computepools", False),
     ("coordination.k8s.io/v1", "Lease"): Kind("/apis/coordination.k8s.io/v1", "leases", True),
@@ -172,6 +174,21 @@ class Kube:
         """Merge-patch the status subresource (lists such as conditions are replaced whole, as intended)."""
         path = object_path(api_version, kind, namespace, name, "status")
         return self.request("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+
+    def scale_to_zero(self, namespace: str, name: str, *, uid: str) -> bool:
+        """Set a Deployment's replicas to 0 before deleting it: its pods start terminating now, not when the
+        garbage collector gets to its ReplicaSets. ``uid`` in the patch is a precondition (the API server refuses to
+        change an object's uid, 422), so a same-named object that replaced ours is never touched. False when gone
+        or replaced."""
+        path = object_path("apps/v1", "Deployment", namespace, name)
+        try:
+            self.request("PATCH", path, body={"metadata": {"uid": uid}, "spec": {"replicas": 0}},
+                         content_type="application/merge-patch+json", query={"fieldManager": self.field_manager})
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *,
                uid: str | None = None) -> bool:

@@ -37,15 +37,28 @@ from hybridrec_operator.controller.kube import Kube, api_message, classify, retr
 from hybridrec_operator.controller.seam import ControlSeam
 from hybridrec_operator.controller.workqueue import WorkQueue
 from hybridrec_operator.core import capacity
-from hybridrec_operator.core.decide import ModelDecision, ModelSnapshot, decide, pool_status, validation_message
+from hybridrec_operator.core import conditions
+from hybridrec_operator.core.decide import (
+    ChildFailure,
+    ModelDecision,
+    ModelSnapshot,
+    conflict,
+    decide,
+    failed_decision,
+    pool_status,
+    settle_children,
+    validation_message,
+)
 from hybridrec_operator.core.objects import (
     POOL_KIND,
     RMD_KIND,
     claim_pods,
+    describe,
     fresher,
     meta_of,
     model_key,
     model_of,
+    owned_by,
     placements_of,
 )
 
@@ -53,6 +66,8 @@ log = logging.getLogger("hybridrec.operator")
 
 GROUP_VERSION = API_VERSION  # hybridrec.io/v1alpha1
 LEADER_TRIGGER = "leader elected"
+# The kopf indexes of children (labelled app.kubernetes.io/managed-by=hybridrec), registered in handlers.py.
+CHILD_INDEXES = ("hybridrec_deployments", "hybridrec_services", "hybridrec_pdbs", "hybridrec_networkpolicies")
 
 
 class Leadership(Protocol):
@@ -123,7 +138,7 @@ class Runtime:
         return self.indices[name]
 
     def _store(self, index: str, key: Any) -> list[Any]:
-        idx = self._index(index)
+        idx = self.indices.get(index) or {}
         return list(idx[key]) if key in idx else []
 
     def rmd_body(self, key: str) -> Mapping[str, Any] | None:
@@ -148,7 +163,7 @@ class Runtime:
 
     def children(self, namespace: str, name: str) -> dict[tuple[str, str], Mapping[str, Any]]:
         live: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for index in ("hybridrec_deployments", "hybridrec_services", "hybridrec_pdbs"):
+        for index in CHILD_INDEXES:
             for body in self._store(index, (namespace, name)):
                 ref = (body["kind"], meta_of(body)["name"])
                 live[ref] = fresher(body, self.written.get((body["kind"], namespace, ref[1]))) or body
@@ -197,7 +212,13 @@ class Runtime:
             self.forget_model(key)
             return
         snap = self.model_snapshot(key, body)
-        decision = decide(snap, now=datetime.now(UTC), trigger=trigger, grace_seconds=self.config.pending_grace_seconds)
+        now = datetime.now(UTC)
+        try:
+            decision = decide(snap, now=now, trigger=trigger, grace_seconds=self.config.pending_grace_seconds)
+        except Exception as exc:  # noqa: BLE001 - an input the code cannot compute with: a condition, not a crash loop
+            log.exception("%s: the reconcile could not plan the model", key)
+            decision = failed_decision(snap, f"the reconcile failed ({type(exc).__name__}: {exc})", now,
+                                       reason=conditions.RECONCILE_FAILED)
         if decision.plan is not None:
             # Record the plan before any await: a concurrent reconcile of another model must see these GPUs taken.
             self.planned[key] = decision.plan.replicas_by_pool()
@@ -205,7 +226,7 @@ class Runtime:
             until = time.monotonic() + self.config.stuck_cooldown_seconds
             self.avoid.setdefault(key, {}).update({p: until for p in decision.newly_stuck})
         try:
-            results = await self.loop.run_in_executor(self.executor, self.execute, body, decision)
+            results, errors = await self.loop.run_in_executor(self.executor, self.execute, body, decision)
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=RMD_KIND).observe(time.perf_counter() - started)
         for written in results:
@@ -218,33 +239,94 @@ class Runtime:
         self.record(key, body, decision)
         if decision.requeue_after is not None:
             self.queue.add(f"rmd:{key}", "pods pending", decision.requeue_after)
+        if errors:
+            # Every failure is on the model already (conditions and events); retry with the backoff the first
+            # one calls for (a refusal that will repeat waits for the resync or the next change).
+            raise classify(errors[0])
         if decision.error:
             raise kopf.PermanentError(decision.error)
 
-    def execute(self, body: Mapping[str, Any], decision: ModelDecision) -> list[dict[str, Any]]:
-        """Carry out a decision (worker thread): applies, deletes, status, events. Returns the written objects."""
+    def execute(self, body: Mapping[str, Any], decision: ModelDecision) -> tuple[list[dict[str, Any]], list[ApiException]]:
+        """Carry out a decision (worker thread) in the order that fails safe, each step whatever the others did:
+
+        1. remove what the spec forbids (Deployments: scaled to zero, then deleted; uid preconditions);
+        2. write the status (compare-and-swap on the resourceVersion);
+        3. apply what the plan wants; a child never seen by the indexes is first looked up, and one that exists
+           without our controller ownerReference is a conflict, left alone;
+        4. record every failure as ChildrenApplied/ChildConflict conditions, then post the events.
+
+        Returns the written objects and the API errors met (all of them already on the model's status and events).
+        """
         meta = meta_of(body)
+        namespace = str(meta.get("namespace") or "")
         written: list[dict[str, Any]] = []
-        for child in decision.applies:
-            written.append(self.kube.apply(child))
-        for api_version, kind, namespace, name, uid in decision.deletes:
-            self.kube.delete(api_version, kind, namespace, name, uid=uid or None)
-            self.written.pop((kind, namespace, name), None)
+        errors: list[ApiException] = []
+        failures: list[ChildFailure] = list(decision.conflicts)
+        for api_version, kind, ns, name, uid in decision.deletes:
+            if kind == "Deployment" and uid:
+                try:
+                    self.kube.scale_to_zero(ns, name, uid=uid)
+                except ApiException as exc:
+                    # Only a head start for its pods: the admission policy refuses any update of a Deployment whose
+                    # pods could reach public nodes once its model is sensitive, so the delete must not wait on it.
+                    log.info("%s: could not scale %s to zero before deleting it: %s", decision.key,
+                             describe(kind, ns, name), api_message(exc))
+            try:
+                self.kube.delete(api_version, kind, ns, name, uid=uid or None)
+                self.written.pop((kind, ns, name), None)
+            except ApiException as exc:
+                errors.append(exc)
+                failures.append(ChildFailure("DeleteFailed", f"{describe(kind, ns, name)} could not be deleted: {api_message(exc)}"))
+        status_path = f"/apis/{GROUP_VERSION}/namespaces/{namespace}/recmodeldeployments/{meta['name']}/status"
+        latest: Mapping[str, Any] = body
+        status_error: ApiException | None = None
         if decision.status is not None:
             status = {k: v for k, v in decision.status.items() if v is not None}
             patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
             # resourceVersion makes it a compare-and-swap: a concurrent writer's update is never silently lost.
-            written.append(self.kube.request(
-                "PATCH", f"/apis/{GROUP_VERSION}/namespaces/{meta.get('namespace')}/recmodeldeployments/{meta['name']}/status",
-                body=patch, content_type="application/merge-patch+json"))
+            try:
+                latest = self.kube.request("PATCH", status_path, body=patch, content_type="application/merge-patch+json")
+                written.append(dict(latest))
+            except ApiException as exc:
+                status_error = exc
+        for child in decision.applies:
+            kind, name = child["kind"], child["metadata"]["name"]
+            try:
+                if (kind, name) in decision.unseen:
+                    existing = self.kube.get(child["apiVersion"], kind, namespace, name)
+                    if existing is not None and not owned_by(existing, decision.uid):
+                        failures.append(conflict(kind, namespace, name, existing, str(meta["name"])))
+                        continue
+                written.append(self.kube.apply(child))
+            except ApiException as exc:
+                errors.append(exc)
+                failures.append(ChildFailure("ApplyFailed", f"{describe(kind, namespace, name)} could not be applied: {api_message(exc)}"))
+        events = list(decision.events)
+        if status_error is None:
+            conds = list((latest.get("status") or {}).get("conditions") or [])
+            settled, more = settle_children(conds, failures, decision.generation, datetime.now(UTC))
+            events += more
+            if settled is not None:
+                patch = {"metadata": {"resourceVersion": meta_of(latest).get("resourceVersion")},
+                         "status": {"conditions": settled}}
+                try:
+                    written.append(self.kube.request("PATCH", status_path, body=patch,
+                                                     content_type="application/merge-patch+json"))
+                except ApiException as exc:
+                    status_error = exc
         involved = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": RMD_KIND, "metadata": meta}
-        for type_, reason, message in decision.events:
+        for type_, reason, message in events:
             try:
                 self.kube.post_event(involved, reason=reason, message=message, type_=type_, instance=self.identity)
             except ApiException as exc:  # an event is informative: never fail a reconcile over it
                 log.warning("could not post event %s for %s: %s", reason, decision.key, api_message(exc))
-        self.writes += len(decision.applies) + len(decision.deletes) + (decision.status is not None) + len(decision.events)
-        return written
+        self.writes += len(decision.applies) + len(decision.deletes) + (decision.status is not None) + len(events)
+        if status_error is not None:
+            errors.insert(0, status_error)  # a stale status is retried first (409: re-read and decide again)
+        for failure in failures:
+            if failure.reason != "ChildConflict":
+                log.warning("%s: %s", decision.key, failure.message)
+        return written, errors
 
     def record(self, key: str, body: Mapping[str, Any], decision: ModelDecision) -> None:
         """Metrics and in-memory bookkeeping after a successful reconcile."""
@@ -295,7 +377,11 @@ class Runtime:
         try:
             pool = parse_pool(body)
         except ValidationError as exc:
-            raise kopf.PermanentError(validation_message(exc)) from exc
+            # An unusable pool is on the pool itself (Ready=False, InvalidSpec, and an event), not only in our log;
+            # models plan without it meanwhile.
+            message = validation_message(exc)
+            await self._pool_failed(name, body, message)
+            raise kopf.PermanentError(message) from exc
         usage = capacity.pool_usage([pool], self.nodes(), self.pods())[name]
         tenancy = pool.spec.tenancy.value
         for state, value in (("allocatable", usage.allocatable_gpus), ("used", usage.used_gpus),
@@ -310,6 +396,29 @@ class Runtime:
             self.writes += 1
             self.written[(POOL_KIND, "", name)] = written
         metrics.RECONCILE_SECONDS.labels(kind=POOL_KIND).observe(time.perf_counter() - started)
+
+    async def _pool_failed(self, name: str, body: Mapping[str, Any], message: str) -> None:
+        old = body.get("status") or {}
+        generation = meta_of(body).get("generation")
+        conds = conditions.set_condition(old.get("conditions") or [], "Ready", False, "InvalidSpec",
+                                         f"the pool cannot be used: {message}", generation, datetime.now(UTC))
+        if conds == list(old.get("conditions") or []) and old.get("observedGeneration") == generation:
+            return  # already said
+        patch = {"status": {"observedGeneration": generation, "conditions": conds}}
+        involved = {"apiVersion": API_VERSION, "kind": POOL_KIND, "metadata": meta_of(body)}
+
+        def write() -> dict[str, Any]:
+            written = self.kube.request("PATCH", f"/apis/{GROUP_VERSION}/computepools/{name}/status", body=patch,
+                                        content_type="application/merge-patch+json")
+            try:
+                self.kube.post_event(involved, reason="InvalidSpec", message=f"the pool cannot be used: {message}",
+                                     type_="Warning", instance=self.identity)
+            except ApiException as exc:
+                log.warning("could not post event InvalidSpec for pool %s: %s", name, api_message(exc))
+            return written
+
+        self.written[(POOL_KIND, "", name)] = await self.loop.run_in_executor(self.executor, write)
+        self.writes += 2
 
     # ---- workers --------------------------------------------------------------------------------------------
     async def worker(self) -> None:

@@ -212,6 +212,43 @@ def violation_condition(messages: Iterable[str], *, resolved: str = "") -> tuple
     return "True", "PodOnNonPrivateNode", _sentence("; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else ""))
 
 
+# ---- children: what the reconcile could not carry out (issue 9 items 1, 2 and 5) ---------------------------------
+# ChildrenApplied: every child the plan wants is applied and every child it forbids is removed; False names the
+# objects and quotes the API server. ChildConflict: an object with a child's name exists that this model does not own
+# (no controller ownerReference to its uid): hybridrec never overwrites, adopts or deletes it.
+CHILDREN_APPLIED = "ChildrenApplied"
+CHILD_CONFLICT = "ChildConflict"
+# Reasons of ChildrenApplied=False, most serious first (the condition's reason is the first that occurs).
+CHILD_FAILURE_REASONS = ("DeleteFailed", "ChildConflict", "ApplyFailed")
+# A reconcile that failed before it could decide anything (an input the code cannot compute with): Placed=False.
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+def _listed(messages: list[str]) -> str:
+    return _sentence("; ".join(messages[:3]) + (f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""))
+
+
+def children_conditions(
+    conditions: Iterable[Mapping[str, Any]],
+    failures: Iterable[tuple[str, str]],
+    generation: int | None,
+    now: datetime | str,
+) -> list[dict[str, Any]]:
+    """``ChildrenApplied`` and ``ChildConflict`` from the reconcile's failures, each a ``(reason, message)`` with
+    reason in :data:`CHILD_FAILURE_REASONS`; no failures: both say all is well."""
+    found = list(failures)
+    conflicts = [m for r, m in found if r == "ChildConflict"]
+    conds = set_condition(
+        conditions, CHILD_CONFLICT, bool(conflicts), "NotOwnedByModel" if conflicts else "NoConflict",
+        _listed(conflicts) if conflicts else "No object with a child's name belongs to anyone else.", generation, now)
+    if not found:
+        return set_condition(conds, CHILDREN_APPLIED, True, "Applied",
+                             "Every wanted child is applied and every forbidden one removed.", generation, now)
+    reason = next(r for r in CHILD_FAILURE_REASONS if any(f[0] == r for f in found))
+    ordered = [m for r in CHILD_FAILURE_REASONS for f_r, m in found if f_r == r]
+    return set_condition(conds, CHILDREN_APPLIED, False, reason, _listed(ordered), generation, now)
+
+
 def violation_updates(
     violations: Mapping[str, Iterable[str]],
     current: Mapping[str, Iterable[Mapping[str, Any]]],

@@ -19,10 +19,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridrec_operator.api.models import API_VERSION, ComputePool, RecModelDeploymentSpec, parse_rmd
+from hybridrec_operator.api.models import API_VERSION, ComputePool, RecModelDeploymentSpec, Sensitivity, parse_rmd
 from hybridrec_operator.core import capacity, conditions, placement, render
 from hybridrec_operator.core.drift import needs_apply
-from hybridrec_operator.core.objects import POOL_LABEL, RMD_KIND, adopt, meta_of, placements_of
+from hybridrec_operator.core.objects import POOL_LABEL, RMD_KIND, adopt, controller_uid, meta_of, owned_by, placements_of
+from hybridrec_operator.core.sensitivity import pool_admits
 
 # The trigger of re-plans the cost controller asks for (status.lastDecision.trigger names it).
 CONTROLLER_TRIGGER = "cost-controller"
@@ -121,13 +122,28 @@ class ModelSnapshot:
     avoid: frozenset[str] = frozenset()  # pools remembered as stuck for this model
 
 
+@dataclass(frozen=True)
+class ChildFailure:
+    """One child the reconcile could not bring where it wants it; becomes ``ChildrenApplied``/``ChildConflict``."""
+
+    reason: str  # one of conditions.CHILD_FAILURE_REASONS
+    message: str  # names the object; for API refusals, the API server's own message
+
+
 @dataclass
 class ModelDecision:
-    """What a reconcile wants done; computed without I/O, executed by :meth:`Runtime.execute`."""
+    """What a reconcile wants done; computed without I/O, executed by :meth:`Runtime.execute` in this order:
+    ``deletes`` (what the spec forbids, first), ``status``, ``applies``, then the outcome as conditions."""
 
     key: str
     applies: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # apiVersion, kind, ns, name, uid
+    # (kind, name) of applies the indexes have never shown: the executor checks that no object of that name exists
+    # (a user's object is not labelled, so the indexes cannot see it) before server-side apply would take it over.
+    unseen: set[tuple[str, str]] = field(default_factory=set)
+    conflicts: list[ChildFailure] = field(default_factory=list)  # known from the indexes: left alone
+    uid: str = ""  # the model's uid: children are ours only with a controller ownerReference to it
+    generation: int | None = None
     status: dict[str, Any] | None = None  # None: unchanged
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     plan: placement.PlacementPlan | None = None
@@ -184,7 +200,7 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     namespace = str(meta.get("namespace") or "default")
     generation = meta.get("generation")
     old_status: Mapping[str, Any] = body.get("status") or {}
-    decision = ModelDecision(key=snap.key)
+    decision = ModelDecision(key=snap.key, uid=str(meta.get("uid") or ""), generation=generation)
     stamp = conditions.timestamp(now)
 
     try:
@@ -192,14 +208,7 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     except ValidationError as exc:
         # The CRD schema refuses almost everything; what reaches us (e.g. objects stored under an older schema)
         # becomes a readable condition, never a traceback or a crash loop.
-        decision.error = validation_message(exc)
-        conds = conditions.rmd_conditions(None, int(old_status.get("readyReplicas", 0)), generation, now,
-                                          old_status.get("conditions"), spec_error=decision.error)
-        new_status = {**old_status, "observedGeneration": generation, "conditions": conds}
-        if new_status != dict(old_status):
-            decision.status = new_status
-        decision.events = _status_events(old_status, conds)
-        return decision
+        return failed_decision(snap, validation_message(exc), now)
 
     spec = rmd.spec
     gpus = spec.resources.gpus
@@ -217,9 +226,11 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
         plan = apply_verdict(plan, snap.verdict, spec)
     decision.plan = plan
 
-    # Children: one Deployment per assigned pool, the Service, the PDB; owned by the model for garbage collection.
+    # Children: one Deployment per assigned pool, the Service, the PDB, the NetworkPolicy of a sensitive model; owned
+    # by the model for garbage collection. A live object of a child's name that this model does not own is a
+    # conflict: never applied over, never deleted.
     pools_by_name = {p.name: p for p in snap.pools}
-    children = render.build_children(rmd, plan, pools_by_name)
+    children = render.build_children(rmd, plan, pools_by_name, network_policy=True)
     owner = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", RMD_KIND), "metadata": dict(meta)}
     adopt(children, owner)
     decision.desired = children
@@ -227,18 +238,42 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     for child in children:
         ref = (child["kind"], child["metadata"]["name"])
         wanted_names.add(ref)
-        if needs_apply(child, snap.children.get(ref)):
+        live = snap.children.get(ref)
+        if live is not None and not owned_by(live, decision.uid):
+            decision.conflicts.append(conflict(ref[0], namespace, ref[1], live, rmd.name))
+        elif needs_apply(child, live):
             decision.applies.append(child)
-    for (kind, child_name), live in sorted(snap.children.items()):
-        if kind == "Deployment" and (kind, child_name) not in wanted_names and not meta_of(live).get("deletionTimestamp"):
-            decision.deletes.append(("apps/v1", "Deployment", namespace, child_name, str(meta_of(live).get("uid", ""))))
+            if live is None:
+                decision.unseen.add(ref)
+    # The NetworkPolicy first: a sensitive model's new pods never start before the policy that fences them.
+    decision.applies.sort(key=lambda c: c["kind"] != "NetworkPolicy")
 
-    # Status: desired from the plan, ready from the live Deployments.
+    # Ready replicas per pool, from the live Deployments.
     ready_by_pool: dict[str, int] = {}
     for (kind, _), live in snap.children.items():
-        if kind == "Deployment":
+        if kind == "Deployment" and owned_by(live, decision.uid):
             pool = (meta_of(live).get("labels") or {}).get(POOL_LABEL, "")
             ready_by_pool[pool] = int((live.get("status") or {}).get("readyReplicas") or 0)
+
+    # What the plan no longer wants. A Deployment on a pool the model may not use (sensitivity raised, pool gone or
+    # changed) is removed at once, whatever else fails; one on a pool still allowed stays until the planned
+    # replicas are ready elsewhere (make-before-break), so a move between allowed pools never drops serving pods.
+    ready_planned = sum(min(a.replicas, ready_by_pool.get(a.pool, 0)) for a in plan.assignments)
+    forbidden = forbidden_deployments(snap, rmd.spec.data_sensitivity, rmd.spec.placement.allow_public_burst)
+    removed: list[tuple[str, str, str]] = []
+    for (kind, child_name), live in sorted(snap.children.items()):
+        if (kind, child_name) in wanted_names or kind not in _REMOVABLE or not owned_by(live, decision.uid):
+            continue
+        if meta_of(live).get("deletionTimestamp"):
+            continue
+        if child_name in forbidden:
+            removed.append(_remove_forbidden(decision, namespace, live, forbidden[child_name]))
+            continue
+        replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        if kind == "Deployment" and replicas > 0 and ready_planned < plan.placed:
+            continue  # make-before-break: re-examined when the new pools' ready replicas change
+        decision.deletes.append((str(live.get("apiVersion") or _REMOVABLE[kind]), kind, namespace, child_name,
+                                 str(meta_of(live).get("uid", ""))))
     placements = [
         {"pool": a.pool, "tenancy": a.tenancy.value, "desired": a.replicas, "ready": min(a.replicas, ready_by_pool.get(a.pool, 0)),
          "pricePerHour": a.cost_per_hour, "currency": a.currency, "reason": a.reason}
@@ -246,6 +281,7 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     ]
     ready = sum(p["ready"] for p in placements)
     conds = conditions.rmd_conditions(plan, ready, generation, now, old_status.get("conditions"), slo_at_risk=snap.slo)
+    conds = _children_conditions(decision, conds, now)
     new_map = plan.replicas_by_pool()
     decision.placement_changed = new_map != current or not old_status.get("lastDecision")
     old_total, new_total = sum(current.values()), plan.placed
@@ -273,6 +309,8 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
         reason = "Placed" if not current else "Replanned"
         decision.events.append(("Normal", reason, plan.summary))
     decision.events.extend(_status_events(old_status, conds))
+    decision.events.extend(removed)
+    decision.events.extend(children_events(old_status.get("conditions") or [], conds))
 
     # Pods waiting for room: look again once the oldest would cross the grace period.
     waits = [
@@ -283,6 +321,119 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     pending = [w for w in waits if w > 0]
     if pending:
         decision.requeue_after = min(pending) + 0.5
+    return decision
+
+
+# Children the reconcile removes when the plan no longer wants them (Services and PDBs always are wanted), with the
+# apiVersion to use when the live copy does not say.
+_REMOVABLE = {"Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1"}
+
+
+def conflict(kind: str, namespace: str, name: str, live: Mapping[str, Any] | None, model: str) -> ChildFailure:
+    """The ``ChildConflict`` failure for an object of a child's name that the model does not own."""
+    owner = next((f"{r.get('kind')} {r.get('name')}" for r in meta_of(live or {}).get("ownerReferences") or []
+                  if r.get("controller")), "")
+    whose = f"is controlled by {owner} (another uid)" if owner else "was not created by hybridrec"
+    return ChildFailure("ChildConflict", (
+        f"{kind} {namespace}/{name} already exists and {whose}: hybridrec never changes, adopts or deletes it; "
+        f"rename or remove it, or give RecModelDeployment {model} another name"))
+
+
+def forbidden_deployments(snap: ModelSnapshot, sensitivity: Any, allow_public_burst: Any) -> dict[str, str]:
+    """Live Deployments of the model on pools its data may not use: name -> why. Total over any input: an
+    unreadable sensitivity counts as restricted, anything but a literal ``true`` burst flag as false, and a pool
+    that no longer exists (or is not readable) as forbidden."""
+    try:
+        data = Sensitivity(sensitivity)
+    except ValueError:
+        data = Sensitivity.RESTRICTED
+    burst = allow_public_burst is True
+    pools = {p.name: p for p in snap.pools}
+    uid = str(meta_of(snap.body).get("uid") or "")
+    out: dict[str, str] = {}
+    for (kind, name), live in snap.children.items():
+        if kind != "Deployment" or not owned_by(live, uid):
+            continue
+        pool = str((meta_of(live).get("labels") or {}).get(POOL_LABEL, ""))
+        if pool not in pools:
+            out[name] = f"pool {pool or '(none)'} no longer exists"
+            continue
+        allowed, why = pool_admits(data, pools[pool].spec, allow_public_burst=burst)
+        if not allowed:
+            out[name] = f"pool {pool} ({pools[pool].spec.tenancy.value}): {why}"
+    return out
+
+
+def _remove_forbidden(decision: ModelDecision, namespace: str, live: Mapping[str, Any], why: str) -> tuple[str, str, str]:
+    """Queue the removal of a Deployment the spec forbids; returns its Warning event (saying why)."""
+    name = str(meta_of(live).get("name"))
+    decision.deletes.append((str(live.get("apiVersion") or "apps/v1"), "Deployment", namespace, name,
+                             str(meta_of(live).get("uid", ""))))
+    return ("Warning", "ForbiddenDeploymentRemoved", f"Deployment {namespace}/{name} is scaled to zero and deleted: {why}")
+
+
+def _children_conditions(decision: ModelDecision, conds: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """ChildrenApplied/ChildConflict as far as the decision knows. While writes are pending their outcome is not
+    known yet: the previous conditions stand (the executor settles them), so a child that keeps failing does not
+    flip the condition back and forth; a model without them yet starts from what the indexes show."""
+    pending = bool(decision.applies or decision.deletes)
+    if pending and conditions.get_condition(conds, conditions.CHILDREN_APPLIED) is not None:
+        return conds
+    return conditions.children_conditions(conds, [(f.reason, f.message) for f in decision.conflicts],
+                                          decision.generation, now)
+
+
+def children_events(old: list[Mapping[str, Any]], new: list[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """A Warning event when ChildrenApplied turns False or ChildConflict True, or their message changes while so."""
+    events = []
+    for type_, bad in ((conditions.CHILDREN_APPLIED, "False"), (conditions.CHILD_CONFLICT, "True")):
+        before, after = _condition(old, type_), _condition(new, type_)
+        if after.get("status") == bad and (before.get("status"), before.get("message")) != (bad, after.get("message")):
+            applied = _condition(new, conditions.CHILDREN_APPLIED)
+            if type_ == conditions.CHILD_CONFLICT and applied.get("message") == after.get("message"):
+                continue  # the same conflict already has its event from ChildrenApplied
+            events.append(("Warning", str(after.get("reason", type_)), str(after.get("message", ""))))
+    return events
+
+
+def settle_children(status_conditions: list[Mapping[str, Any]], failures: Iterable[ChildFailure],
+                    generation: int | None, now: datetime) -> tuple[list[dict[str, Any]] | None, list[tuple[str, str, str]]]:
+    """After the writes: ChildrenApplied/ChildConflict from every failure met (None when the conditions already
+    say so), and the events for what turned bad."""
+    new = conditions.children_conditions(status_conditions, [(f.reason, f.message) for f in failures], generation, now)
+    if new == [dict(c) for c in status_conditions]:
+        return None, []
+    return new, children_events(status_conditions, new)
+
+
+def failed_decision(snap: ModelSnapshot, message: str, now: datetime, *, reason: str = "InvalidSpec") -> ModelDecision:
+    """The decision when no plan can be made (a spec the code cannot read or compute with): Placed=False with the
+    message and a Warning event, no child applied; but Deployments on pools the spec forbids are still removed
+    (the raw ``dataSensitivity`` is read, the most restrictive class when unreadable). Total: never raises."""
+    body = snap.body
+    meta = meta_of(body)
+    spec = body.get("spec") if isinstance(body.get("spec"), Mapping) else {}
+    placement_spec = spec.get("placement") if isinstance(spec.get("placement"), Mapping) else {}
+    namespace = str(meta.get("namespace") or "default")
+    generation = meta.get("generation")
+    old_status: Mapping[str, Any] = body.get("status") or {}
+    decision = ModelDecision(key=snap.key, uid=str(meta.get("uid") or ""), generation=generation, error=message)
+    forbidden = forbidden_deployments(snap, spec.get("dataSensitivity"), placement_spec.get("allowPublicBurst"))
+    for name, why in sorted(forbidden.items()):
+        live = snap.children[("Deployment", name)]
+        if not meta_of(live).get("deletionTimestamp"):
+            decision.events.append(_remove_forbidden(decision, namespace, live, why))
+    conds = conditions.rmd_conditions(None, int(old_status.get("readyReplicas", 0) or 0), generation, now,
+                                      old_status.get("conditions"), spec_error=message)
+    if reason != "InvalidSpec":
+        conds = conditions.set_condition(conds, conditions.PLACED, False, reason, message, generation, now)
+    new_status = {**old_status, "observedGeneration": generation, "conditions": conds}
+    if new_status != dict(old_status):
+        decision.status = new_status
+    decision.events.extend(_status_events(old_status, conds))
+    if reason not in _PLACED_WARNINGS and (_condition(old_status.get("conditions") or [], conditions.PLACED).get("message")
+                                           != message):
+        decision.events.append(("Warning", reason, message))
     return decision
 
 

@@ -157,6 +157,24 @@ def model_of(body: Mapping[str, Any]) -> str:
     return str((meta_of(body).get("labels") or {}).get(MODEL_LABEL, ""))
 
 
+def controller_uid(body: Mapping[str, Any]) -> str:
+    """The uid of the object's controller (its ownerReference with ``controller: true``), "" when it has none."""
+    for ref in meta_of(body).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def owned_by(body: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``uid`` is the object's controller: hybridrec created it for that model. Anything else with a child's
+    name (a user's Service, a Deployment of an older model of the same name) is never changed or deleted."""
+    return bool(uid) and controller_uid(body) == uid
+
+
+def describe(kind: str, namespace: str, name: str) -> str:
+    return f"{kind} {namespace}/{name}"
+
+
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     """A controller owner reference to ``owner`` (garbage collection deletes the children with it)."""
     meta = owner.get("metadata") or {}
