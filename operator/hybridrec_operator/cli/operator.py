@@ -59,6 +59,7 @@ def run(
         "HYBRIDREC_WORKERS": workers,
         "HYBRIDREC_PROMETHEUS_URL": prometheus_url,
         "HYBRIDREC_CONTROL_INTERVAL_SECONDS": f"{control_interval:g}" if control_interval is not None else None,
+        "HYBRIDREC_NAMESPACES": ",".join(namespace) if namespace else None,
     }
     for key, value in overrides.items():
         if value is not None:

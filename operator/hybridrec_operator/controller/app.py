@@ -74,7 +74,7 @@ async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
+def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig | None = None) -> None:
     # No per-object persistence: without change-detecting handlers kopf writes nothing to our objects, and the
     # events we post ourselves carry the reasons (kopf's own would add a write per handler run).
     settings.posting.enabled = False
@@ -87,6 +87,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     # No kopf peering: every replica keeps watching, and the Lease decides which one acts.
     settings.peering.standalone = True
+    if config is not None and config.exact_namespaces():
+        # A namespaced install names its namespaces: kopf need not list and watch Namespaces (or CRDs) to find
+        # them, so the namespaced RBAC grants no right to (it would retry 403s for a minute otherwise).
+        settings.scanning.disabled = True
 
 
 def _leader(config: OperatorConfig, identity: str) -> tuple[LeaderElector | AlwaysLeader, Any]:
@@ -104,7 +108,7 @@ def _leader(config: OperatorConfig, identity: str) -> tuple[LeaderElector | Alwa
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, indices: Mapping[str, Any]) -> Operator:
     """Build and start everything; the :class:`Operator` is left in ``memo``."""
     config = OperatorConfig.from_env()
-    configure_kopf(settings)
+    configure_kopf(settings, config)
     api = await asyncio.to_thread(new_api_client, None, pool_size=max(16, config.workers * 2))
     identity = os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
     leader, lease_api = await asyncio.to_thread(_leader, config, identity)

@@ -43,6 +43,17 @@ class OperatorConfig:
     lease_duration_seconds: float = 15.0  # a holder silent this long has lost the lease
     lease_renew_deadline_seconds: float = 10.0  # the holder stops acting when it could not renew for this long
     lease_retry_seconds: float = 2.0  # how often the holder renews and the others try to take over
+    # The namespaces served, comma-separated (``--namespace``, repeatable); empty: every namespace. Exact names
+    # (no globs) need no right to list or watch Namespaces: kopf is told not to scan for them.
+    namespaces: str = ""
+
+    def served_namespaces(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+    def exact_namespaces(self) -> bool:
+        """Served namespaces given by exact name only (a glob or negation needs the Namespace list to expand)."""
+        names = self.served_namespaces()
+        return bool(names) and not any(c in n for n in names for c in "*?[]!")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
