@@ -45,7 +45,8 @@ log = logging.getLogger("hybridrec.operator.guard")
 
 REASON = conditions.SENSITIVE_PLACEMENT_VIOLATION
 _SENSITIVE = frozenset(s.value for s in SENSITIVE)
-# A pod on a node the index does not know (yet) is acted on only after this long: never delete on a startup race.
+# A pod whose node, model or Deployment the indexes do not show (yet) is acted on only after this long: never act on
+# a startup race (a private node not listed yet, our own pod taken for a user's).
 UNKNOWN_NODE_GRACE_S = 5.0
 _CAS_ATTEMPTS = 4  # status patches are compare-and-swap; a concurrent reconcile's write makes us re-read
 
@@ -134,26 +135,27 @@ class PlacementGuard:
             previous = self.acted.get(ref)
             if previous is not None and previous.settled:
                 continue
-            if v.node not in known and now - self.unknown_since.setdefault(ref, now) < UNKNOWN_NODE_GRACE_S:
-                # At startup the pod watch may list a pod before the node watch lists its node: look again
-                # shortly instead of deleting a pod whose node is private but not indexed yet.
-                rt.loop.call_later(1.0, self.poke, "node not indexed yet")
+            ours = [c for (kind, _), c in rt.children(v.namespace, v.model).items() if kind == "Deployment"]
+            unindexed = v.node not in known or v.model_key not in bodies or not ours
+            if unindexed and now - self.unknown_since.setdefault(ref, now) < UNKNOWN_NODE_GRACE_S:
+                # At startup the watches fill the indexes in any order: a pod may be listed before its node (which
+                # may be private), its model or its Deployment (without which it would look like a user's pod).
+                # Look again shortly rather than act on half a picture.
+                rt.loop.call_later(1.0, self.poke, "indexes filling")
                 deferred.add(ref)
                 continue
             self.unknown_since.pop(ref, None)
             if not rt.leader.is_leader:
                 return []  # lost the lease mid-pass (the elector stops us before anyone may take over)
-            namespace, name = v.namespace, v.model
-            ours = [c for (kind, _), c in rt.children(namespace, name).items() if kind == "Deployment"]
             outcome = await self._io(self._enforce, v, ours)
             self.acted[ref] = outcome
             if not outcome.settled:
                 rt.loop.call_later(2.0, self.poke, "retry a failed delete")
-            if previous is not None:
-                continue  # counted and told already; this was a retry of the delete
+            if previous is not None or _reported(bodies.get(v.model_key), v):
+                continue  # counted and told already (a retry of the delete, or by this replica's predecessor)
             metrics.SENSITIVE_PLACEMENT_VIOLATIONS.labels(v.namespace, v.model, v.node).inc()
             message = outcome.describe(v)
-            log.warning("%s (checked on: %s)", message, ", ".join(reasons))
+            log.warning("%s (checked on: %s)", message, _summary(reasons))
             await self._io(self._event, bodies.get(v.model_key), v, message)
         current = {(v.namespace, v.pod, v.node) for v in found}
         for ref in [r for r in self.acted if r not in current]:
@@ -297,3 +299,14 @@ class PlacementGuard:
 def _pod_path(namespace: str, name: str) -> str:
     # Pods are the one kind only the guard touches, so they are not among kube.KINDS (the reconcile's children).
     return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+
+def _summary(reasons: list[str], shown: int = 4) -> str:
+    return ", ".join(reasons[:shown]) + (f" and {len(reasons) - shown} more" if len(reasons) > shown else "")
+
+
+def _reported(rmd: Mapping[str, Any] | None, v: Violation) -> bool:
+    """The model's condition already names this pod as a violation (a restart or a takeover found it again)."""
+    cond = conditions.get_condition(((rmd or {}).get("status") or {}).get("conditions") or [], REASON) or {}
+    # Case-insensitive: the condition's message is a sentence, so its first "pod" is capitalised.
+    return cond.get("status") == "True" and f"pod {v.namespace}/{v.pod} " in str(cond.get("message", "")).lower()

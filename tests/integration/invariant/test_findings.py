@@ -5,6 +5,8 @@
    replacement runs on a private node. The pool says TenancyMismatch.
 4. A `private` pool whose nodeSelector picks public nodes, at price 0: TenancyMismatch naming them, no capacity,
    no restricted pod ever bound to a public node, and the healthy models' running pods stay where they are.
+
+And the guard never deletes a pod hybridrec did not create, even one labelled as a restricted model's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from invariant_support import ConditionWatch, node_tenancy, relabel, restored_node_labels, violations
+from invariant_support import ConditionWatch, node_tenancy, relabel, restored_node_labels, user_objects, violations
 from operator_harness import MANAGED, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -139,3 +141,29 @@ def test_private_pool_selecting_public_nodes_at_price_zero(operator: OperatorPro
             assert rmd_ready(kube, namespace, model), model
     finally:
         kube("delete", "computepool", rogue, "--wait=false", check=False)
+
+
+def test_a_users_pod_claiming_a_restricted_model_is_reported_never_deleted(
+        operator: OperatorProcess, kube: Kube, namespace: str) -> None:
+    """hybridrec never deletes what it did not create: a user's pod labelled as a restricted model's, on a node
+    relabelled public, keeps running; the model says so (condition, one event), and a restart does not repeat it."""
+    kube.apply(sample_models(namespace, "account-recs"))
+    wait_for(lambda: rmd_ready(kube, namespace, "account-recs"), 90, "account-recs Ready")
+    users = [o for o in user_objects(namespace, gpu_node="onprem-t4-1") if o["kind"] == "Pod"]
+    kube.apply(users)
+    pod = wait_for(lambda: (kube.get("pod", "user-gpu-job", namespace) or {}).get("status", {}).get("phase") == "Running"
+                   and kube.get("pod", "user-gpu-job", namespace), 60, "the user's pod running")
+    with restored_node_labels(kube):
+        relabel(kube, "onprem-t4-1", "public")
+        cond = wait_for(lambda: kube.condition(kube.get("rmd", "account-recs", namespace), VIOLATION).get("status") == "True"
+                        and kube.condition(kube.get("rmd", "account-recs", namespace), VIOLATION), 15, f"{VIOLATION}=True")
+        assert "user-gpu-job" in cond["message"] and "left alone" in cond["message"]
+        operator.kill9()
+        operator.start()
+        time.sleep(3)  # the restarted operator has looked again
+        assert len(events(kube, namespace, VIOLATION)) == 1
+        live = kube.get("pod", "user-gpu-job", namespace)
+        assert live["metadata"]["uid"] == pod["metadata"]["uid"] and not live["metadata"].get("deletionTimestamp")
+    # Relabelled back: no violation remains.
+    wait_for(lambda: kube.condition(kube.get("rmd", "account-recs", namespace), VIOLATION).get("status") == "False",
+             15, f"{VIOLATION} back to False")
