@@ -162,3 +162,18 @@ def test_only_the_leader_checks_and_a_burst_of_events_costs_one_pass(leader: boo
         return guard.passes
 
     assert asyncio.run(scenario()) == expected
+
+
+def test_a_violation_the_condition_already_names_is_not_reported_again() -> None:
+    """After a restart or a takeover the guard finds the same pod again: no second count or event. The condition is
+    a sentence (its first "pod" capitalised), so the match must not depend on case."""
+    from hybridrec_operator.controller.guard import _reported
+
+    v = Violation("shop", "p-1", "account-recs", "n-1", "public")
+    status, reason, message = conditions.violation_condition([v.describe(deleted=False)])
+    assert message.startswith("Pod shop/p-1 ")
+    rmd = {"status": {"conditions": _cond(status, reason, message)}}
+    assert _reported(rmd, v)
+    assert not _reported(rmd, Violation("shop", "p-10", "account-recs", "n-1", "public"))  # a prefix is not a match
+    assert not _reported({"status": {"conditions": _cond("False", "ViolationResolved", message)}}, v)
+    assert not _reported(None, v)
