@@ -68,8 +68,14 @@ def render(results: dict[str, dict], epochs: int, seed: int, sasrec_epochs: int 
         f"Target: two-tower HR@10 >= popularity x {1 + TARGET_LIFT:.2f} -> {verdict} ({lift:+.1%}).",
         f"{tt['n_users']} users, {tt['n_items']} items, {tt['n_train']} training interactions, "
         f"{tt['n_test_users']} test users.",
-        "",
     ]
+    sr = results.get("sasrec")
+    if sr and sr["best_epoch"] == sr["epochs_run"]:
+        lines.append(
+            f"SASRec's best validation epoch is its last ({sr['epochs_run']}, the cap): more epochs would likely "
+            "raise its figures; the cap keeps this run to a few minutes on 2 shared cores."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -25,32 +25,11 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Read settings from the environment, start serving, return the process exit code."""
-    del argv  # configuration is environment-only, as the operator renders it
-    from .settings import Settings, SettingsError
-
-    try:
-        settings = Settings.from_env()
-        if not settings.model_uri:
-            raise SettingsError("HYBRIDREC_MODEL_URI is required (s3://bucket/prefix/, file:// URI or directory)")
-    except SettingsError as exc:
-        print(f"hybridrec-server: {exc}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    _configure_logging(settings.log_level)
-
-    import prometheus_client
-    import torch
+def serve(app: Any, settings: Any) -> None:
+    """Run ``app`` (from :func:`hybridrec_server.app.create_app`) under uvicorn until SIGTERM/SIGINT or a fatal
+    load error. uvicorn picks uvloop and httptools when installed (``uvicorn[standard]``). The serving benchmark
+    runs its no-op model through this same function, so both measure the same HTTP stack."""
     import uvicorn
-
-    from .app import create_app
-
-    # Default 1 intra-op thread on CPU: the batched forward is small and the batcher already
-    # serialises it; extra OpenMP threads mostly spin against the event loop for the same cores.
-    if settings.torch_threads or not torch.cuda.is_available():
-        torch.set_num_threads(settings.torch_threads or 1)
-    prometheus_client.disable_created_metrics()
-    app = create_app(settings)
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -84,6 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read settings from the environment, start serving, return the process exit code."""
+    del argv  # configuration is environment-only, as the operator renders it
+    from .settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        if not settings.model_uri:
+            raise SettingsError("HYBRIDREC_MODEL_URI is required (s3://bucket/prefix/, file:// URI or directory)")
+    except SettingsError as exc:
+        print(f"hybridrec-server: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    _configure_logging(settings.log_level)
+
+    import prometheus_client
+    import torch
+
+    from .app import create_app
+
+    # Default 1 intra-op thread on CPU: the batched forward is small and the batcher already
+    # serialises it; extra OpenMP threads mostly spin against the event loop for the same cores.
+    if settings.torch_threads or not torch.cuda.is_available():
+        torch.set_num_threads(settings.torch_threads or 1)
+    prometheus_client.disable_created_metrics()
+    app = create_app(settings)
+    serve(app, settings)
     if app.state.load_error is not None:
         logging.getLogger("hybridrec_server").error("exiting: %s", app.state.load_error)
         return EXIT_LOAD_FAILED

@@ -8,8 +8,11 @@ Sequential models (SASRec) score from the user's recent items instead of the use
 ``history`` (oldest first) or, without one, the history the artifact carries for that user id. A history
 longer than the model's window keeps its most recent ``max_seq_len`` items; unknown item ids in it are
 skipped and counted (``Query.skipped``), never an error. No usable history -> the popular-items fallback.
-On CUDA the sequence encoder runs under autocast (bf16 where supported, else fp16); the final dot product
-with the item matrix stays in fp32 so rankings do not flip on rounding.
+Precision: fp32 by default, everywhere. ``HYBRIDREC_PRECISION=bf16|fp16`` runs the forward under CUDA autocast
+(the final dot product with the item matrix stays fp32 so rankings do not flip on rounding). Measured on an H200
+(benchmarks/results/serving_h200.md): for the 64-d SASRec, bf16 autocast was slower than fp32 at every batch size
+from 1 to 256 but 32 (the forward is bound by kernel launches, and autocast adds cast kernels), so it is opt-in;
+it pays only once the matmuls are large enough to be compute-bound.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .errors import UnknownItemError
 from .export import load_module
 from .models import is_sequential, pad_sequences, pick_device
 
-#: ``HYBRIDREC_PRECISION`` values: auto = reduced precision for sequence models on CUDA only.
+#: ``HYBRIDREC_PRECISION`` values: auto = fp32 (reduced precision measured slower for our model sizes, see above).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 log = logging.getLogger(__name__)
@@ -142,16 +145,12 @@ class RecommenderModel:
         )
 
     def _pick_autocast(self) -> torch.dtype | None:
-        """Reduced precision only where it helps: the transformer's matmuls on a GPU (CPU autocast is slower)."""
-        if self.device.type != "cuda" or self.precision == "fp32":
+        """Autocast dtype: only on CUDA (CPU autocast is slower) and only when asked for (see the module doc)."""
+        if self.device.type != "cuda" or self.precision in {"auto", "fp32"}:
             return None
-        if self.precision == "bf16":
+        if self.precision == "bf16" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        if self.precision == "fp16":
-            return torch.float16
-        if not self.sequential:  # auto: two small matmuls gain nothing from a cast
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._autocast_dtype is None:
