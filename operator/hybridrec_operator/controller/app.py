@@ -155,7 +155,8 @@ async def _start_cost_controller(runtime: Runtime, seam: ControlSeam,
         return None
     try:
         # Before the watchers start: the first reconciles after a restart keep what runs instead of minReplicas.
-        seeded = await asyncio.to_thread(seed_from_api, runtime.kube)
+        served = runtime.config.served_namespaces() if runtime.config.exact_namespaces() else []
+        seeded = await asyncio.to_thread(seed_from_api, runtime.kube, served)
     except Exception as exc:  # noqa: BLE001 - without the seed the first round still starts from what runs
         log.warning("could not read current replicas at startup: %s", exc)
         seeded = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,12 +196,17 @@ async def control_loop(controller: CostController, runtime: Runtime, is_active: 
         await asyncio.sleep(max(0.1, controller.config.interval_s - (time.monotonic() - started)))
 
 
-def seed_from_api(kube: Kube) -> dict[str, dict[str, int]]:
+def seed_from_api(kube: Kube, namespaces: Sequence[str] = ()) -> dict[str, dict[str, int]]:
     """Targets = the replicas the model Deployments ask for now, listed from the API server (before the watchers
-    start, so the first reconcile after a restart keeps them instead of falling back to minReplicas)."""
-    deployments = kube.request("GET", "/apis/apps/v1/deployments", query={"labelSelector": "app.kubernetes.io/managed-by=hybridrec"})
+    start, so the first reconcile after a restart keeps them instead of falling back to minReplicas).
+
+    ``namespaces``: list only these (a namespaced install may not list Deployments cluster-wide); empty: all.
+    """
+    query = {"labelSelector": "app.kubernetes.io/managed-by=hybridrec"}
+    paths = [f"/apis/apps/v1/namespaces/{ns}/deployments" for ns in namespaces] or ["/apis/apps/v1/deployments"]
+    items = [dep for path in paths for dep in kube.request("GET", path, query=query).get("items", [])]
     targets: dict[str, dict[str, int]] = {}
-    for dep in deployments.get("items", []):
+    for dep in items:
         meta = dep.get("metadata") or {}
         labels = meta.get("labels") or {}
         replicas = int((dep.get("spec") or {}).get("replicas") or 0)
