@@ -701,7 +701,7 @@ def render(results: dict[str, Any], command: str) -> str:
         f"{meta['gpu'] or 'no GPU'}; device used: **{meta['device']}**. Server, load generator "
         f"({meta['loadgen_procs']} process(es)) and, for (d)/(e), KServe's or Ray's processes share these cores.",
         f"- Other work on the machine: 1-minute load average {meta['load_start']:.1f} when the run started"
-        + (" (other engineers' clusters and tests share the 2 cores: absolute numbers are noisy, +-20% between runs "
+        + (" (other engineers' clusters and tests share the 2 cores: absolute numbers are noisy, +-30% between runs "
            "is usual)." if meta["cores"] <= 4 else "."),
         f"- Software: Python {meta['python']}, torch {meta['torch']}, uvicorn {meta['uvicorn']} with {meta['loop']} "
         f"loop / {meta['http']} parser, kserve {meta['kserve']}, Ray {meta['ray']}.",
