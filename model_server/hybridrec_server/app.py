@@ -23,7 +23,7 @@ from .errors import ApiError, ModelNotFoundError, ModelNotReadyError, describe, 
 from .metrics import ServerMetrics
 from .predictor import Query, Recommendation, RecommenderModel
 from .settings import Settings
-from .v2 import model_metadata, parse_infer, render_infer, split_binary
+from .v2 import InferRequest, model_metadata, parse_infer, render_infer, split_binary
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +496,7 @@ def create_app(settings: Settings, model: RecommenderModel | None = None) -> Fas
         if name != settings.model_name:
             raise ModelNotFoundError(f"unknown model '{name}'; this server serves '{settings.model_name}'", "model")
 
-    def v2_queries(raw: bytes, header_length: str | None) -> tuple[Any, list[Query]]:
+    def v2_queries(raw: bytes, header_length: str | None) -> tuple[InferRequest, list[Query]]:
         require_ready()
         head, binary = split_binary(raw, header_length)
         request = parse_infer(load_json(head), model.sequential, binary)
