@@ -244,7 +244,7 @@ def run_scenario(s: Scenario, out_dir: Path, seed: int) -> tuple[list[dict[str, 
     return rows, extra, wall
 
 
-def main(argv: list[str] | None = None, progress: Callable[[str], None] = print) -> None:
+def main(argv: list[str] | None = None, progress: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

@@ -161,12 +161,14 @@ class ForecastErrors:
 
 @dataclass
 class Variability:
-    """Relative rises of demand over one lead time, measured online: the evidence behind the safety margin.
+    """Residuals of the short-horizon forecast over one lead time, measured online: the evidence behind the margin.
 
-    Each ``observe(t, rps)`` (events divided out by the caller) opens a window ``(t, t + lead]`` anchored at the
-    current level (median of the last ``level_seconds``) and closes the windows that ended, recording
-    ``max(demand in window) / level - 1``. ``margin()`` is the ``quantile`` of the last ``window`` rises: what the
-    demand did over one start-up time in, e.g., 95% of the recent past. Pure data, O(lead / step) per observation.
+    Each ``observe(t, rps)`` (events divided out by the caller) opens a window ``(t, t + lead]`` with the path the
+    outlook would have predicted then (level = median of the last ``level_seconds``, plus the last minute's rising
+    slope) and closes the windows that ended, recording ``max over the window of demand / path - 1``. ``margin()``
+    is the ``quantile`` of the last ``window`` residuals: how far above its own forecast demand went within one
+    start-up time in, e.g., 95% of the recent past. A ramp the slope predicted is not counted again as variability.
+    Pure data, O(lead / step) per observation.
     """
 
     lead: float
@@ -178,7 +180,7 @@ class Variability:
     ceiling: float = 1.0  # a margin above +100% is a burst to react to, not capacity to hold
     robust: bool = True
     recent: deque[tuple[float, float]] = field(default_factory=deque)
-    pending: deque[list[float]] = field(default_factory=deque)  # [end, level, max seen]
+    pending: deque[list[float]] = field(default_factory=deque)  # [end, level, slope, start, largest excess]
     rises: deque[float] = field(default_factory=deque)
 
     def observe(self, t: float, rps: float) -> None:
@@ -186,22 +188,32 @@ class Variability:
             return
         for w in self.pending:
             if t <= w[0]:
-                w[2] = max(w[2], rps)
+                expected = w[1] + w[2] * (t - w[3])
+                w[4] = max(w[4], rps / expected - 1.0) if expected > 0 else w[4]
         while self.pending and self.pending[0][0] <= t:
-            end, level, seen = self.pending.popleft()
-            if level > 0:
-                # Signed: a window in which demand fell is evidence too (it keeps the median and MAD honest).
-                self.rises.append(seen / level - 1.0)
+            end, level, slope, start, excess = self.pending.popleft()
+            if math.isfinite(excess) and excess > -1.0:
+                # Signed: a window in which demand stayed below the path is evidence too (keeps median and MAD honest).
+                self.rises.append(excess)
         while len(self.rises) > self.window:
             self.rises.popleft()
         self.recent.append((t, rps))
         while self.recent and self.recent[0][0] <= t - self.level_seconds:
             self.recent.popleft()
-        self.pending.append([t + self.lead, self.level(), 0.0])
+        self.pending.append([t + self.lead, self.level(), self.slope(), t, -math.inf])
 
     def level(self) -> float:
         """Median of the last ``level_seconds``: the demand now, without the noise of one sample."""
         return float(np.median([y for _, y in self.recent])) if self.recent else 0.0
+
+    def slope(self) -> float:
+        """Rise per second over the last ``level_seconds`` (least squares; 0 when flat or falling)."""
+        if len(self.recent) < 3:
+            return 0.0
+        ts = np.array([r[0] for r in self.recent])
+        if float(np.ptp(ts)) == 0.0:
+            return 0.0
+        return max(0.0, float(np.polyfit(ts - ts[-1], np.array([r[1] for r in self.recent]), 1)[0]))
 
     def margin(self) -> float:
         """The ``quantile`` of recent rises, bounded by the same quantile of a normal fitted robustly (median and
@@ -247,27 +259,19 @@ def outlook(
     step = max(interval, 1.0)
     times = list(np.arange(now, now + lead_seconds + 1e-9, step)) + [now + lead_seconds]
     times += [_epoch(e.start) for e in schedule if now <= _epoch(e.start) <= now + lead_seconds]
-    # Momentum: the slope of the last minute (least squares over its samples), carried over the lead time. The
+    # Momentum: the slope of the last minute (least squares) carried over the lead time from the latest sample. The
     # 10-minute trend is robust but slow to notice a ramp that started a minute ago; this is not, and a flat or
-    # falling minute adds nothing. It starts from the latest sample, so a ramp is met where it is, not where the
-    # median was.
-    recent = [(s.t, s.rps / event_multiplier(schedule, s.t)) for s in history if s.t > now - variability.level_seconds - 1e-9]
-    slope = 0.0
-    if len(recent) >= 3:
-        ts = np.array([r[0] for r in recent])
-        ys = np.array([r[1] for r in recent])
-        if float(np.ptp(ts)) > 0:
-            slope = max(0.0, float(np.polyfit(ts - ts[-1], ys, 1)[0]))
-    latest_level = recent[-1][1] if recent else level
+    # falling minute adds nothing. The margin is measured against this same path (``Variability``), so it pads it.
+    slope = variability.slope() if variability.recent else 0.0
+    latest_level = variability.recent[-1][1] if variability.recent else level
     factors = {float(t): event_multiplier(schedule, float(t)) for t in times}
-    base = max(max(level, trend.at(t)) * f for t, f in factors.items())
+    base = max(max(level + slope * (t - now), trend.at(t)) * f for t, f in factors.items())
     cover = base * (1.0 + margin)
     latest = max(history, key=lambda s: s.t)
-    jump = latest.rps > cover  # beyond what the level, trend and margin explain: a jump, whatever the slope says
-    if slope > 0:
-        # The ramp path is not padded by the margin: the margin already holds the rises typical of one lead time
-        # (noise included), the ramp only adds what exceeds them.
-        cover = max(cover, max((latest_level + slope * (t - now)) * f for t, f in factors.items()))
+    # Beyond what the level and the margin explain now, whatever the slope promises: a jump, urgent.
+    jump = latest.rps > max(level, trend.at(now)) * event_multiplier(schedule, now) * (1.0 + margin)
+    if jump:
+        cover = max(cover, max((latest_level + slope * (t - now)) * f for t, f in factors.items()) * (1.0 + margin))
     overload = served_capacity is not None and latest.rps > served_capacity
     if jump:
         cover = max(cover, latest.rps * (1.0 + margin))

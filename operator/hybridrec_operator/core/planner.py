@@ -273,11 +273,13 @@ def _build(
         scaling = m.spec.scaling
         h = m.headroom if m.headroom is not None else headroom
         raw = None if m.demand_rps is None else _wanted_units(m.demand_rps, m.rps_per_replica, h, scaling.min_replicas, scaling.max_replicas)
-        # N+1 on pools that lose nodes: while the model runs on one, one more of its replicas there is kept, so a
-        # reclaim whose notice is shorter than a replacement's start-up does not cost the SLO.
+        # N+1 on pools that lose nodes: while the model runs on one, its headroom must hold one replica there, so a
+        # reclaim whose notice is shorter than a replacement's start-up does not cost the SLO. Headroom that is
+        # already that large buys nothing more.
         spare = max((m.capacity_on(p.name) / m.rps_per_replica for p in pools if p.reclaim_rate_per_hour > 0 and m.current.get(p.name, 0) > 0), default=0.0)
-        if raw is not None and spare:
-            raw = min(raw + spare, float(scaling.max_replicas))
+        if raw is not None and spare and m.demand_rps is not None:
+            padding = max(m.demand_rps, 0.0) * h / m.rps_per_replica
+            raw = min(raw + max(0.0, spare - padding), float(scaling.max_replicas))
         # Replicas on pools that no longer admit the model are not "current" for anti-flap: they must go.
         admitted_current = {p: n for p, n in m.current.items() if p in allowed and p in pool_index}
         w, up, dn = _stabilised_wanted(
@@ -494,6 +496,7 @@ def _solve_milp_uncached(problem: _Problem, time_limit: float) -> list[int]:
     hi.append(problem.max_moves)
     integrality = np.zeros(n_var)
     integrality[ox:ox + n_x] = 1
+    integrality[ou:ou + n_m] = 1  # whole replicas short: a fraction of one must not be cheaper than buying it
     constraints = LinearConstraint(np.array(rows), lo, hi)
     started = time.perf_counter()
     rounded = _lp_round(problem, c, integrality, lb, ub, constraints, ox, n_x, time_limit)
@@ -572,7 +575,8 @@ def _lp_round(
     ub2[ox:ox + n_x] = x
     if np.any(lb2 > ub):
         return None
-    scored = milp(c, integrality=relaxed, bounds=Bounds(lb2, ub2), constraints=constraints, options={"time_limit": max(time_limit, 1e-3)})
+    # Scored with whole replicas short (the only integers left once the replica counts are fixed).
+    scored = milp(c, integrality=integrality, bounds=Bounds(lb2, ub2), constraints=constraints, options={"time_limit": max(time_limit, 1e-3)})
     if scored.status != 0 or scored.x is None:
         return None
     return x, float(lp.fun), float(scored.fun)

@@ -59,7 +59,7 @@ class AllocatorPolicy:
     capacity: Mapping[tuple[str, str], float]
     interval: float = 30.0
     quantile: float = 0.95
-    hold_leads: float = 2.0
+    hold_leads: float = 1.0
     trend_seconds: float = 600.0
     reclaim_rate: Callable[[ComputePool], float] | None = None
     memory: AllocatorMemory = field(default_factory=AllocatorMemory)
@@ -109,12 +109,13 @@ class AllocatorPolicy:
                 ModelState(
                     key=rmd.name,
                     spec=rmd.spec,
-                    demand_rps=look.demand,
+                    # The outlook's margin travels as the headroom, so the allocator knows how much of the demand is padding.
+                    demand_rps=None if look.demand is None else look.demand / (1.0 + look.margin),
                     rps_per_replica=rmd.spec.scaling.target_rps_per_replica,
                     current=view.cluster.count(rmd.name, live_only=True),
                     pinned=rmd.spec.replicas,
                     ready=ready,
-                    headroom=0.0,  # the outlook's margin is the headroom
+                    headroom=look.margin,
                     rps_per_pool={p.name: self.capacity[(rmd.name, p.name)] for p in self.pools},
                     urgent=look.urgent or overloaded,
                     stabilization_seconds=self.hold_leads * lead,
