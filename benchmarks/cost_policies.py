@@ -332,10 +332,11 @@ which p95 exceeded the target at some tick. Spot reclaims take one pod after a 3
 notices (replaces first), the baselines learn when the pod dies.
 
 Policies: **hybridrec** = `forecast.outlook` (level = median of the last minute, Theil-Sen trend over 10 min, the
-slope of the last minute carried over the lead time, margin = 95th percentile of the relative rises seen over one
-lead time in the last 2 h, bounded by the same quantile of a robustly fitted normal), a round at once on overload,
-scale-down stabilisation of one lead time, and the global MILP allocator (`planner.allocate`, the operator's code)
-with per-(model, pool) capacity, spot risk, fastest-ready pools when urgent. **hpa** = Kubernetes defaults on GPU
+slope of the last minute carried over the lead time, margin = 95th percentile of how far demand went above that
+level+slope path within one lead time over the last 2 h, bounded by the same quantile of a robustly fitted normal),
+a round at once on overload, scale-down stabilisation of one lead time, and the global MILP allocator
+(`planner.allocate`, the operator's code) with per-(model, pool) capacity, spot risk and one spare spot replica
+beyond the margin, fastest-ready pools when urgent. **hpa** = Kubernetes defaults on GPU
 utilisation 70% (10% tolerance, scale-up max(100%, 4 pods)/15 s, 300 s scale-down stabilisation), new pods on the
 cheapest admitted pool per GPU-hour with room. **keda** = the same machinery on RPS per replica with the threshold
 at 0.8x `targetRpsPerReplica`. **static-peak** = the peak x 1.05 all the time. **oracle** = perfect foresight, no

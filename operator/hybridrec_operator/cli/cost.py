@@ -129,7 +129,7 @@ def simulate_command(
         float, typer.Option("--keda-threshold", min=0.05, max=2.0, help="KEDA baseline: RPS-per-replica threshold as a fraction of targetRpsPerReplica.")
     ] = DEFAULT_KEDA_THRESHOLD,
     noise: Annotated[
-        bool, typer.Option("--noise/--no-noise", help="Add 15 s noise of the trace's own minute-to-minute variability (seeded, same for every policy).")
+        bool, typer.Option("--noise/--no-noise", help="Minute-level noise of the trace's own variability (seeded, same for every policy), interpolated to the 15 s ticks.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the noise and of the reclaims.")] = 0,
     spot_reclaims: Annotated[
