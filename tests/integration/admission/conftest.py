@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hybridrec_local.localcluster import LocalCluster
+from support.cleanup import delete_namespace
 from support.stack import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
@@ -44,4 +45,4 @@ def namespace(installed: Kube) -> Iterator[str]:
     installed("create", "rolebinding", "mallory-edit", "--clusterrole=edit", f"--user={MALLORY}", "-n", name)
     wait_for(lambda: installed.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
     yield name
-    installed("delete", "namespace", name, "--wait=false", check=False)
+    delete_namespace(installed, name)  # awaited gone: nothing of it reaches a later module's operator

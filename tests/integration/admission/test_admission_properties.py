@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from test_admission_policies import PRIVATE_POOL, model_doc, pools
 
 from hybridrec_operator.api.models import parse_rmd
 from hybridrec_operator.core.render import build_deployment
+from support.cleanup import delete_namespace
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +51,7 @@ def keeps_private(spec: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def restricted_model(installed: Kube, kube_api: ApiClient) -> tuple[str, dict[str, Any]]:
+def restricted_model(installed: Kube, kube_api: ApiClient) -> Iterator[tuple[str, dict[str, Any]]]:
     namespace = "adm-properties"
     installed("create", "namespace", namespace, check=False)
     installed.apply([model_doc(namespace)])
@@ -59,7 +61,9 @@ def restricted_model(installed: Kube, kube_api: ApiClient) -> tuple[str, dict[st
     hostile = copy.deepcopy(base)
     del hostile["spec"]["template"]["spec"]["affinity"]
     refused(installed, "apply", "--dry-run=server", "-f", "-", input=json.dumps(hostile))
-    return namespace, base
+    yield namespace, base
+    # The model would otherwise be served by a later module's operator, its pod taking a private GPU.
+    delete_namespace(installed, namespace)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

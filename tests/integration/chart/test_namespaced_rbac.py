@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from hybridrec_local.localcluster import LocalCluster
+from support.cleanup import delete_namespaces
 from support.stack import eventually, log_tail, start_logged, stop_process
 
 pytestmark = pytest.mark.cluster
@@ -66,8 +67,7 @@ def installed(cluster: LocalCluster) -> Iterator[list[dict[str, Any]]]:
                    what="the test model's pods to be gone")
         _kubectl(cluster, "delete", "-f", "-", "--ignore-not-found", input=yaml.safe_dump_all(docs), check=False)
         _kubectl(cluster, "delete", "computepool", POOL, "--ignore-not-found", check=False)
-        for ns in (MODELS_NS, OP_NS):
-            _kubectl(cluster, "delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        delete_namespaces(cluster.kubectl, [MODELS_NS, OP_NS])
 
 
 def _can_i(cluster: LocalCluster, verb: str, resource: str, *extra: str) -> bool:

@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hybridrec_local.localcluster import BUILD_COMMAND, ClusterError, LocalCluster
 from hybridrec_local.processes import descendant_pids
+from support.cleanup import delete_namespace
 from support.stack import wait_for
 
 # pool -> (nodes, GPUs per node, tenancy, capacity type or None, GPU model)
@@ -30,14 +31,15 @@ PUBLIC_TOLERATION = {"key": "hybridrec.io/tenancy", "operator": "Equal", "value"
 
 
 @pytest.fixture
-def namespace(kube_api: ApiClient) -> Iterator[str]:
+def namespace(kube_api: ApiClient, cluster: LocalCluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace({"metadata": {"name": name}})
     # Pods need the namespace's default ServiceAccount, created asynchronously by the controller-manager.
     wait_for(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)), 30, "default SA")
     yield name
-    core.delete_namespace(name)
+    # Awaited gone: these GPU pods (all of aws-spot-l4, for one test) would otherwise hold GPUs later tests need.
+    delete_namespace(cluster.kubectl, name)
 
 
 def _exists(read: Callable[[], Any]) -> bool:

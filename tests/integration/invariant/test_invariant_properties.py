@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 from invariant_support import restored_node_labels, relabel, snapshot, user_objects, violations, wait_settled
 from operator_harness import ROOT, Kube, OperatorProcess, load_docs, rmd_ready, sample_models, wait_for
+
+from support.cleanup import reset_spec
 
 pytestmark = pytest.mark.cluster
 
@@ -120,10 +123,10 @@ def baseline_models(namespace: str) -> list[dict[str, Any]]:
 
 
 def replace(kube: Kube, docs: list[dict[str, Any]]) -> None:
-    """Back to exactly these specs (``kubectl replace``: fields set by earlier patches go too)."""
+    """Back to exactly these specs (fields set by earlier patches go too). A JSON patch of ``/spec``, not ``kubectl
+    replace``: the operator writes the status meanwhile, and a replace from a stored document then conflicts."""
     for doc in docs:
-        ns = ["-n", doc["metadata"]["namespace"]] if doc["metadata"].get("namespace") else []
-        kube("replace", "-f", "-", *ns, input=json.dumps(doc))
+        reset_spec(kube, doc["kind"].lower(), doc["metadata"]["name"], doc["spec"], doc["metadata"].get("namespace"))
 
 
 # ---- the property --------------------------------------------------------------------------------------------------
@@ -152,7 +155,7 @@ class World(dict):  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def world(operator: OperatorProcess, kube: Kube, namespace: str) -> World:
+def world(operator: OperatorProcess, kube: Kube, namespace: str) -> Iterator[World]:
     """The baseline, once per test: pools, models, and the user's objects hybridrec must never change."""
     pool_docs = own_pools(namespace)
     kube.apply(pool_docs)
@@ -164,7 +167,11 @@ def world(operator: OperatorProcess, kube: Kube, namespace: str) -> World:
     kube.apply(users)
     wait_for(lambda: (kube.get("pod", "user-gpu-job", namespace) or {}).get("status", {}).get("phase") == "Running", 60,
              "the user's GPU pod running")
-    return World(pools=pool_docs, models=models, users=users, before=snapshot(kube, namespace, users))
+    yield World(pools=pool_docs, models=models, users=users, before=snapshot(kube, namespace, users))
+    # The test's own pools are cluster-scoped: they outlive the namespace unless deleted (a later test's models
+    # could be placed on them).
+    kube("delete", "computepool", *(p["metadata"]["name"] for p in pool_docs), "--ignore-not-found", "--wait=true",
+         "--timeout=60s")
 
 
 @settings(max_examples=4, deadline=None, phases=(Phase.explicit, Phase.generate), database=None, print_blob=True,

@@ -15,6 +15,7 @@ import pytest
 from operator_harness import OPERATORS, ROOT, SAMPLES, Kube, OperatorProcess, wait_for
 
 from hybridrec_local.localcluster import LocalCluster, tail
+from support.cleanup import delete_namespace
 
 
 @pytest.fixture(scope="session")
@@ -56,17 +57,13 @@ def operator(shared_operator: OperatorProcess) -> OperatorProcess:
 
 @pytest.fixture
 def namespace(installed: Kube) -> Iterator[str]:
-    """A fresh namespace; afterwards its models are deleted and their pods awaited gone (GPUs free for the next)."""
+    """A fresh namespace; afterwards it is deleted with its models and pods, and awaited gone."""
     name = f"op-{uuid.uuid4().hex[:6]}"
     installed("create", "namespace", name)
     wait_for(lambda: installed.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
     yield name
-    installed("delete", "rmd", "--all", "-n", name, "--wait=false", check=False)
-    # Children go with their model through the garbage collector, which may not watch the CRD yet in a young
-    # cluster: delete them directly too, so the next test finds the GPUs free.
-    installed("delete", "deployments,pods", "--all", "-n", name, "--wait=false", check=False)
-    wait_for(lambda: not installed.items("pods", name), 60, f"pods in {name} to be gone")
-    installed("delete", "namespace", name, "--wait=false", check=False)
+    # Models, children and the namespace, awaited gone: the next test (and the next module) finds the GPUs free.
+    delete_namespace(installed, name)
 
 
 @pytest.hookimpl(hookwrapper=True)
