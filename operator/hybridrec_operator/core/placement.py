@@ -1,8 +1,10 @@
 """Where one model's replicas go: the pure per-model placement planner (no I/O).
 
 Hard rules come from ``sensitivity.pool_admits`` only; everything else is preference. Allowed pools are ordered
-preferred first (in the order listed), then by effective price per GPU-hour (spot carries an interruption penalty),
-ties broken private first; replicas fill that order in whole replicas within each pool's free capacity, and a
+preferred first (in the order listed), then by effective price per served request: the effective price per GPU-hour
+(spot carries an interruption penalty) divided by what one replica of this model serves on the pool's GPU
+(``capacity_model.hint_for``: the matching ``scaling.capacityHints`` entry, else ``targetRpsPerReplica``), the same
+per-pool capacity the global allocator weighs, so both agree on which pool is cheapest; ties broken private first; replicas fill that order in whole replicas within each pool's free capacity, and a
 ``budget.maxPerHour`` caps the spend. What cannot be placed is reported as a shortfall: a rule is never relaxed.
 """
 
@@ -15,6 +17,7 @@ from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from hybridrec_operator.api.models import CapacityType, ComputePoolSpec, RecModelDeploymentSpec, Tenancy
+from hybridrec_operator.core.capacity_model import hint_for
 from hybridrec_operator.core.sensitivity import pool_admits
 
 # A spot GPU-hour is worth a bit less than an on-demand one: it can be taken back (restart, cold model load).
@@ -109,6 +112,15 @@ def effective_price(pool_spec: ComputePoolSpec) -> float:
     return price
 
 
+def price_per_capacity(spec: RecModelDeploymentSpec, pool_spec: ComputePoolSpec) -> float:
+    """Rank key of a pool for one model: effective price per GPU-hour per RPS one replica serves there.
+
+    A T4 at 0.35/h serving 100 RPS (0.0035) ranks after an A100 at 2.50/h serving 1,000 RPS (0.0025): the cheapest
+    pool per GPU-hour is not the cheapest per request. Without capacity hints every pool has the model's
+    ``targetRpsPerReplica`` and the order is the price order, as before."""
+    return effective_price(pool_spec) / hint_for(spec, pool_spec)
+
+
 def desired_replicas(spec: RecModelDeploymentSpec, controller_target: int | None) -> int:
     """Replicas to place: the pinned ``spec.replicas``, else the controller's target clamped to [min, max], else min."""
     if spec.replicas is not None:
@@ -147,17 +159,18 @@ def _tenancy_rank(view: PoolView) -> int:
 
 
 def _tiers(spec: RecModelDeploymentSpec, views: Iterable[PoolView]) -> list[list[PoolView]]:
-    """Allowed pools grouped into tiers of equal rank (preferred position, effective price), best tier first."""
+    """Allowed pools grouped into tiers of equal rank (preferred position, price per served request), best first."""
     preferred = {name: i for i, name in enumerate(spec.placement.preferred_pools)}
     keyed = sorted(
         views,
-        key=lambda v: (preferred.get(v.name, len(preferred)), effective_price(v.spec), _tenancy_rank(v), v.name),
+        key=lambda v: (preferred.get(v.name, len(preferred)), price_per_capacity(spec, v.spec), _tenancy_rank(v), v.name),
     )
     tiers: list[list[PoolView]] = []
     last: tuple[int, float] | None = None
     for view in keyed:
-        rank = (preferred.get(view.name, len(preferred)), effective_price(view.spec))
-        if last is not None and rank[0] == last[0] and abs(rank[1] - last[1]) <= _PRICE_TIE:
+        rank = (preferred.get(view.name, len(preferred)), price_per_capacity(spec, view.spec))
+        # Relative tie: per-request prices are small numbers (price / RPS), an absolute epsilon would be meaningless.
+        if last is not None and rank[0] == last[0] and abs(rank[1] - last[1]) <= _PRICE_TIE * max(1.0, abs(last[1])):
             tiers[-1].append(view)
         else:
             tiers.append([view])
