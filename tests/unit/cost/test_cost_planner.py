@@ -12,7 +12,7 @@ from cost_builders import model, model_spec, pool_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hybridrec_operator.core import planner
+from hybridrec_operator.core import allocator_solvers, planner
 from hybridrec_operator.api.models import ComputePoolSpec, GpuSpec, Pricing, Sensitivity, Tenancy
 from hybridrec_operator.core.costing import CurrencyMismatchError
 from hybridrec_operator.core.planner import SENSITIVITY_WEIGHT, Allocation, AllocatorMemory, ModelState, PoolState, allocate
@@ -164,7 +164,7 @@ def test_greedy_fallback_when_the_solver_times_out(monkeypatch: pytest.MonkeyPat
         calls.append(kwargs["options"])
         return SimpleNamespace(status=1, x=None, message="Time limit reached")
 
-    monkeypatch.setattr(planner, "milp", timed_out)
+    monkeypatch.setattr(allocator_solvers, "milp", timed_out)
     models = [
         model("acct", model_spec("restricted", rps=200), 1500),
         model("home", model_spec("internal", burst=True, rps=200), 3000),
@@ -183,7 +183,7 @@ def test_greedy_fallback_when_the_solver_raises(monkeypatch: pytest.MonkeyPatch,
     def broken(*args: Any, **kwargs: Any) -> SimpleNamespace:
         return SimpleNamespace(status=4, x=None, message="HiGHS error")
 
-    monkeypatch.setattr(planner, "milp", broken)
+    monkeypatch.setattr(allocator_solvers, "milp", broken)
     alloc, _ = allocate([model("t", model_spec("public", rps=100), 250)], pool_states, 0.0, AllocatorMemory())
     assert alloc.solver == "greedy" and alloc.models["t"].replicas == {"onprem-t4": 3, "onprem-a100": 0, "aws-spot-l4": 0, "gcp-ondemand-a100": 0}
 
