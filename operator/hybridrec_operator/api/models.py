@@ -643,6 +643,13 @@ class PoolPlacement(ApiModel):
     price_per_hour: float = 0.0
     currency: str = "USD"
     reason: str = ""
+    # Set by the cost controller (absent without it): what one replica serves on this pool at the SLO, where that
+    # figure comes from, the RPS the planned replicas serve, and the cost of 1,000 requests at full replica load.
+    capacity_rps: float | None = Field(default=None, description="RPS the planned replicas on this pool serve within the SLO.")
+    rps_per_replica: float | None = Field(default=None, description="RPS one replica sustains within the SLO on this pool.")
+    capacity_source: Literal["measured", "hint", "default"] | None = Field(
+        default=None, description="measured (learned from the pool's server metrics), hint (scaling.capacityHints) or default (targetRpsPerReplica).")
+    cost_per_1k_requests: float | None = Field(default=None, description="Cost of 1,000 requests served by a fully loaded replica on this pool.")
 
 
 class Decision(ApiModel):

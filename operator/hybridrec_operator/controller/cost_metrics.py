@@ -17,7 +17,8 @@ from hybridrec_operator.core.cost_types import ClusterSnapshot, ModelOutcome, Ro
 # Replicas, cost per hour and shortfall per pool are published by the reconcile (runtime.py) from the plan it
 # applies (the same path as placement); publishing them here too would give two writers to one series.
 MODEL_GAUGES = (m.PROJECTED_MONTH_SPEND, m.BUDGET, m.BUDGET_UTILIZATION, m.COST_PER_1K_REQUESTS, m.ROI, m.SLO_TARGET,
-                m.SLO_ATTAINED, m.DEMAND, m.FORECAST, m.OBSERVED)
+                m.SLO_ATTAINED, m.DEMAND, m.FORECAST, m.OBSERVED, m.POOL_CAPACITY, m.POOL_RPS_PER_REPLICA,
+                m.POOL_COST_PER_1K_REQUESTS)
 
 
 def metric_values(out: ModelOutcome, rmd: RecModelDeployment) -> dict[Any, dict[tuple[str, ...], float]]:
@@ -50,6 +51,13 @@ def metric_values(out: ModelOutcome, rmd: RecModelDeployment) -> dict[Any, dict[
     if out.observed and out.forecast_rps is not None:
         values[m.FORECAST][(ns, name)] = out.forecast_rps
     values[m.OBSERVED][(ns, name, out.observed_reason)] = 1.0 if out.observed else 0.0
+    # Per admitted pool: what one replica serves there and where that figure comes from, what the planned replicas
+    # serve, and the price of 1,000 requests there (the allocator's ranking, shown).
+    for pool, econ in out.pools.items():
+        values[m.POOL_RPS_PER_REPLICA][(ns, name, pool, econ.source)] = econ.rps_per_replica
+        values[m.POOL_CAPACITY][(ns, name, pool, econ.source)] = econ.capacity_rps
+        if econ.cost_per_1k is not None and math.isfinite(econ.cost_per_1k):
+            values[m.POOL_COST_PER_1K_REQUESTS][(ns, name, pool, acc.currency)] = econ.cost_per_1k
     return values
 
 

@@ -34,6 +34,18 @@ SLO_ATTAINED = Gauge("hybridrec_slo_attained", "1 when the observed p95 is withi
 DEMAND = Gauge("hybridrec_demand_rps", "Observed request rate the controller steers by.", MODEL, registry=REGISTRY)
 FORECAST = Gauge("hybridrec_forecast_rps", "Demand the allocator provisions for (forecast incl. declared events).", MODEL, registry=REGISTRY)
 OBSERVED = Gauge("hybridrec_observed", "1 when the controller has fresh metrics for the model, 0 when missing or stale.", [*MODEL, "reason"], registry=REGISTRY)
+POOL_CAPACITY = Gauge(
+    "hybridrec_pool_capacity_rps", "RPS a model's planned replicas on a pool serve within the SLO (per-pool capacity x replicas).",
+    [*MODEL, "pool", "source"], registry=REGISTRY,
+)
+POOL_RPS_PER_REPLICA = Gauge(
+    "hybridrec_pool_rps_per_replica", "RPS one replica of a model sustains within the SLO on a pool; source: measured, hint or default.",
+    [*MODEL, "pool", "source"], registry=REGISTRY,
+)
+POOL_COST_PER_1K_REQUESTS = Gauge(
+    "hybridrec_pool_cost_per_1k_requests", "Cost of 1,000 requests served by a fully loaded replica of a model on a pool.",
+    [*MODEL, "pool", "currency"], registry=REGISTRY,
+)
 REPLICAS = Gauge(
     "hybridrec_replicas", "Replicas of a model per pool.", [*MODEL, "pool", "tenancy", "sensitivity", "state"], registry=REGISTRY
 )

@@ -17,6 +17,12 @@ def verdict_counts(verdict: ControllerVerdict) -> tuple[int, int, bool]:
     return verdict.wanted, verdict.shortfall, verdict.budget_limited
 
 
+def capacity_sources(verdict: ControllerVerdict) -> tuple[tuple[str, object], ...]:
+    """Per pool, where its capacity figure comes from: a change (a hint overridden by a measurement) is worth a
+    re-plan so status.placements shows it; the figures themselves move every round and ride on the next one."""
+    return tuple((pool, dict(fields).get("capacitySource")) for pool, fields in verdict.pools)
+
+
 def observed_condition_patch(conditions_: Sequence[Mapping[str, Any]], out: ModelOutcome, generation: int | None,
                              now: datetime) -> list[dict[str, Any]] | None:
     """The new conditions list when the Observed condition changes (status, reason or message class); else None.
@@ -37,6 +43,10 @@ def events_for(out: ModelOutcome) -> list[tuple[str, str, str]]:
     if out.changed:
         reason = "Rebalancing" if out.direction == "move" else "Scaling"
         events.append(("Normal", reason, out.message))
+    for pool, measured, hint in out.hint_overridden:
+        events.append(("Normal", "CapacityHintOverridden",
+                       f"measured {measured:,.1f} RPS per replica on pool {pool} overrides the hint {hint:,.1f} "
+                       "(scaling.capacityHints / targetRpsPerReplica)"))
     if out.newly_unobserved:
         events.append(("Warning", "MetricsUnavailable", out.observed_message))
     elif out.newly_observed:
@@ -72,9 +82,10 @@ def hand_over(
                 targets[key] = running
                 changed = True
             verdict, before = out.verdict(), verdicts.get(key)
-            if verdict is not None and verdict != before:
+            if verdict is not None and (verdict != before or verdict.pools != before.pools):
                 verdicts[key] = verdict
-                changed = changed or before is None or verdict_counts(before) != verdict_counts(verdict)
+                changed = (changed or before is None or verdict_counts(before) != verdict_counts(verdict)
+                           or capacity_sources(before) != capacity_sources(verdict))
             slo, slo_before = out.slo_status(), slo_status.get(key)
             if slo is not None and slo != slo_before:
                 slo_status[key] = slo

@@ -1,6 +1,8 @@
 """One cost-control round, pure: cluster snapshot + observation + state in, outcomes + new state out.
 
-Per model: learn RPS per replica (``capacity_model``), forecast the demand to cover until capacity started now is
+Per model: learn RPS per replica per pool (``capacity_model``: one learner per (model, pool), fed from the pool's
+server metrics, seeded from the spec's hint for the pool's GPU; ``resolve`` says whether measurement, hint or the
+default won), forecast the demand to cover until capacity started now is
 ready (``forecast``: trend, declared events, the slowest allowed pool's ``startupSeconds``); then
 ``planner.allocate`` over every model and pool at once (they compete for the same private GPUs). A model whose
 metrics are missing or stale keeps its allocation (and its GPUs: the allocator may not hand them to others); a
@@ -16,8 +18,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from hybridrec_operator.api.models import ComputePool
-from hybridrec_operator.core.capacity_model import CapacityModel, headroom_for
+from hybridrec_operator.api.models import ComputePool, ComputePoolSpec, RecModelDeploymentSpec
+from hybridrec_operator.core.capacity_model import CapacityModel, PoolCapacity, contradicts_hint, headroom_for, hint_for, resolve
 from hybridrec_operator.core.cost_types import (
     MISSING_GRACE_ROUNDS,
     Accounting,
@@ -27,6 +29,7 @@ from hybridrec_operator.core.cost_types import (
     ModelMemory,
     ModelOutcome,
     ModelSnapshot,
+    PoolEconomics,
     RoundResult,
     _rps,
 )
@@ -42,6 +45,38 @@ def _memory_for(state: ControllerState, snap: ModelSnapshot, currency: str) -> M
         mem = ModelMemory(capacity=CapacityModel.from_spec(snap.rmd.spec), spend=SpendTracker(currency))
         state.models[snap.key] = mem
     return mem
+
+
+def learn_pool_capacities(mem: ModelMemory, spec: RecModelDeploymentSpec, obs: ModelObservation | None,
+                          pools: Mapping[str, ComputePoolSpec], now: float) -> dict[str, PoolCapacity]:
+    """Feed each (model, pool) learner the pool's own RPS per ready server and p95; resolve every pool's capacity.
+
+    A learner whose hint no longer matches the spec (capacityHints or targetRpsPerReplica edited, the pool's GPU
+    changed) starts again from the new hint: evidence gathered against the old one would be bounded by it.
+    """
+    for name, pool_spec in pools.items():
+        learner = mem.pool_capacity.get(name)
+        if learner is None or learner.hint != hint_for(spec, pool_spec) or learner.slo_ms != float(spec.slo.p95_latency_ms):
+            learner = mem.pool_capacity[name] = CapacityModel.from_spec(spec, pool_spec)
+        seen = obs.pools.get(name) if obs is not None else None
+        if seen is None or seen.state != DataState.OK:
+            continue
+        ready = int(seen.ready_servers.value or 0)
+        rate = seen.request_rate.value
+        p95 = seen.p95_seconds.value * 1000.0 if seen.p95_seconds.value is not None else None
+        learner.observe(now, rate / ready if ready > 0 and rate is not None else None, p95, ready)
+    for gone in [p for p in mem.pool_capacity if p not in pools]:
+        del mem.pool_capacity[gone]
+    return {name: resolve(spec, pool_spec, mem.pool_capacity[name]) for name, pool_spec in pools.items()}
+
+
+def newly_overridden(mem: ModelMemory, caps: Mapping[str, PoolCapacity]) -> tuple[tuple[str, float, float], ...]:
+    """(pool, measured, hint) for pools whose measurement now contradicts the hint; each reported once until it
+    agrees again (an event per transition, not per round)."""
+    now_contradicted = {p for p, c in caps.items() if contradicts_hint(c)}
+    new = tuple((p, caps[p].rps_per_replica, caps[p].hint) for p in sorted(now_contradicted - mem.overridden))
+    mem.overridden = now_contradicted
+    return new
 
 
 def seed_from_cluster(state: ControllerState, snapshot: ClusterSnapshot, now: float) -> list[str]:
@@ -189,10 +224,15 @@ def plan_round(
     pools = [PoolState(p.name, p.spec, int(snapshot.capacity_gpus.get(p.name, 0))) for p in snapshot.pools]
     model_states: list[ModelState] = []
     facts: dict[str, tuple[tuple[bool, str, str], float | None, float | None, float | None]] = {}
+    caps_of: dict[str, dict[str, PoolCapacity]] = {}
+    overridden: dict[str, tuple[tuple[str, float, float], ...]] = {}
     for snap in snapshot.models:
         spec = snap.rmd.spec
         mem = _memory_for(state, snap, currency)
         obs = observation.get(snap.rmd.namespace, snap.rmd.name)
+        admitted = {p.name: p.spec for p in admitted_pools(spec, pools)}
+        caps = caps_of[snap.key] = learn_pool_capacities(mem, spec, obs, admitted, now)
+        overridden[snap.key] = newly_overridden(mem, caps)
         verdict = judge(obs, None)
         demand = to_cover = p95_ms = None
         if verdict[0] and obs is not None and obs.request_rate.value is not None:
@@ -216,7 +256,10 @@ def plan_round(
                 key=snap.key,
                 spec=spec,
                 demand_rps=None if holding else to_cover,  # None: the allocator holds this model and its GPUs
-                rps_per_replica=mem.capacity.rps_per_replica,
+                # The reference is the spec's per-model figure; each pool's capacity is relative to it, so the
+                # allocator fills the pool with the lowest cost per served request.
+                rps_per_replica=spec.scaling.target_rps_per_replica,
+                rps_per_pool={p: c.rps_per_replica for p, c in caps.items()},
                 current=dict(snap.current),
                 pinned=spec.replicas,
                 ready=dict(snap.ready),
@@ -262,6 +305,9 @@ def plan_round(
             budget_limited=alloc.budget_limited,
             newly_unobserved=(mem.observed is not False) and not observed,
             newly_observed=(mem.observed is False) and observed,
+            pools={p: PoolEconomics(c.rps_per_replica, c.source, alloc.capacity_rps.get(p, 0.0),
+                                    alloc.cost_per_1k_requests.get(p)) for p, c in caps_of[snap.key].items()},
+            hint_overridden=overridden[snap.key],
         )
         mem.observed = observed
     return RoundResult(now, outcomes, allocation.solver, allocation.solve_seconds), state

@@ -5,6 +5,7 @@ reads the cluster and Prometheus and acts is ``controller/cost_controller.py``.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse_rmd
-from hybridrec_operator.core.capacity_model import CapacityModel
+from hybridrec_operator.core.capacity_model import CapacityModel, CapacitySource
 from hybridrec_operator.core.costing import SpendTracker
 from hybridrec_operator.core.decide import CONTROLLER_TRIGGER, ControllerVerdict
 from hybridrec_operator.core.forecast import Sample
@@ -49,7 +50,9 @@ class ControllerConfig:
     history_s: float = 300.0  # HYBRIDREC_DEMAND_HISTORY_SECONDS: demand history the trend is fitted on
     max_moves_per_interval: int = 2  # HYBRIDREC_MAX_MOVES_PER_INTERVAL
     min_dwell_s: float = 120.0  # HYBRIDREC_MIN_DWELL_SECONDS
-    solver_time_limit_s: float = 1.0  # HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS
+    # The allocator's measured p99 is ~0.1-0.2 s for 50 models x 8 pools; at the limit HiGHS returns its best
+    # feasible allocation, so a longer limit only delays the round (benchmarks/results/cost_policies.md).
+    solver_time_limit_s: float = 0.2  # HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS
 
     @property
     def enabled(self) -> bool:
@@ -72,7 +75,7 @@ class ControllerConfig:
             history_s=_env_float(env, "HYBRIDREC_DEMAND_HISTORY_SECONDS", max(60.0, 10 * interval)),
             max_moves_per_interval=int(_env_float(env, "HYBRIDREC_MAX_MOVES_PER_INTERVAL", 2)),
             min_dwell_s=_env_float(env, "HYBRIDREC_MIN_DWELL_SECONDS", 120.0),
-            solver_time_limit_s=_env_float(env, "HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS", 1.0),
+            solver_time_limit_s=_env_float(env, "HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS", 0.2),
         )
 
 
@@ -144,6 +147,10 @@ def build_snapshot(
 class ModelMemory:
     capacity: CapacityModel
     spend: SpendTracker
+    # One capacity learner per pool: a replica's RPS at the SLO depends on the pool's GPU, and the server metrics
+    # carry the pool label. Created on first sight of the (model, pool) pair, from the spec's hint for that GPU.
+    pool_capacity: dict[str, CapacityModel] = field(default_factory=dict)
+    overridden: set[str] = field(default_factory=set)  # pools whose hint a measurement contradicts (event posted)
     history: deque[Sample] = field(default_factory=deque)
     observed: bool | None = None  # the last round's reported verdict (None: never judged)
     missing_rounds: int = 0  # consecutive rounds held for MetricsMissing while still reported as observed
@@ -176,6 +183,24 @@ class Accounting:
 
 
 @dataclass(frozen=True)
+class PoolEconomics:
+    """One (model, pool) pair as the allocator priced it this round."""
+
+    rps_per_replica: float  # one replica's capacity at the SLO there
+    source: CapacitySource  # measured | hint | default
+    capacity_rps: float = 0.0  # RPS the replicas planned there serve
+    cost_per_1k: float | None = None  # cost of 1,000 requests served by a fully loaded replica there
+
+    def status_fields(self) -> dict[str, float | str]:
+        """The fields of status.placements[] for this pool (camelCase, as the CRD has them)."""
+        fields: dict[str, float | str] = {"capacityRps": round(self.capacity_rps, 3),
+                                          "rpsPerReplica": round(self.rps_per_replica, 3), "capacitySource": self.source}
+        if self.cost_per_1k is not None and math.isfinite(self.cost_per_1k):
+            fields["costPer1kRequests"] = round(self.cost_per_1k, 6)
+        return fields
+
+
+@dataclass(frozen=True)
 class ModelOutcome:
     """What one round decided for one model."""
 
@@ -201,6 +226,8 @@ class ModelOutcome:
     budget_limited: bool = False
     newly_unobserved: bool = False
     newly_observed: bool = False
+    pools: Mapping[str, PoolEconomics] = field(default_factory=dict)  # per admitted pool (last known when held)
+    hint_overridden: tuple[tuple[str, float, float], ...] = ()  # (pool, measured, hint) newly contradicting the hint
 
     def slo_status(self) -> tuple[bool | None, str, str] | None:
         """The SLOAtRisk verdict for the seam; None keeps the last one (no fresh data)."""
@@ -217,7 +244,8 @@ class ModelOutcome:
         if not self.observed or self.wanted is None:
             return None
         return ControllerVerdict(wanted=self.wanted, shortfall=self.shortfall, budget_limited=self.budget_limited,
-                                 message=self.message)
+                                 message=self.message,
+                                 pools=tuple((p, tuple(sorted(e.status_fields().items()))) for p, e in sorted(self.pools.items())))
 
 
 @dataclass(frozen=True)

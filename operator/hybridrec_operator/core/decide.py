@@ -37,6 +37,13 @@ class ControllerVerdict:
     shortfall: int  # of those, replicas the controller could not give it (the reconcile recounts from what it placed)
     budget_limited: bool  # the shortfall is due to budget.maxPerHour (else: no room in the allowed pools)
     message: str  # the decision's reason, one sentence
+    # Per pool: the status.placements[] fields the controller knows (capacityRps, rpsPerReplica, capacitySource,
+    # costPer1kRequests), as sorted (key, value) pairs so the verdict stays hashable and comparable.
+    # Not part of equality: figures for status only; the seam compares them itself (cost_handover.hand_over).
+    pools: tuple[tuple[str, tuple[tuple[str, float | str], ...]], ...] = field(default=(), compare=False)
+
+    def pool_fields(self, pool: str) -> dict[str, float | str]:
+        return next((dict(fields) for name, fields in self.pools if name == pool), {})
 
 
 def restrict_to_target(views: list[placement.PoolView], target: Mapping[str, int], gpus: int) -> list[placement.PoolView]:
@@ -276,7 +283,8 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
                                  str(meta_of(live).get("uid", ""))))
     placements = [
         {"pool": a.pool, "tenancy": a.tenancy.value, "desired": a.replicas, "ready": min(a.replicas, ready_by_pool.get(a.pool, 0)),
-         "pricePerHour": a.cost_per_hour, "currency": a.currency, "reason": a.reason}
+         "pricePerHour": a.cost_per_hour, "currency": a.currency, "reason": a.reason,
+         **(snap.verdict.pool_fields(a.pool) if snap.verdict is not None and snap.target else {})}
         for a in plan.assignments
     ]
     ready = sum(p["ready"] for p in placements)

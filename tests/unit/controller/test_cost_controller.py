@@ -10,7 +10,7 @@ import yaml
 
 from hybridrec_operator.controller import metrics as m
 from hybridrec_operator.api.models import parse_pool, parse_rmd
-from hybridrec_operator.controller.cost_metrics import MetricsPublisher
+from hybridrec_operator.controller.cost_metrics import MetricsPublisher, metric_values
 from hybridrec_operator.core.cost_handover import events_for, observed_condition_patch
 from hybridrec_operator.core.cost_round import plan_round
 from hybridrec_operator.core.cost_types import (
@@ -250,3 +250,95 @@ def test_after_an_outage_longer_than_the_window_the_first_fresh_round_does_not_s
     assert not res.outcomes["shop/public-recs"].changed  # the held rounds count as recommendations of what runs
     res, state = run(snap, observation(fresh("public-recs", 10, {"onprem-t4": 2, "aws-spot-l4": 3})), state, T0 + 86)
     assert res.outcomes["shop/public-recs"].direction == "down"
+
+
+# --------------------------------------------------------------------------------------------- per-pool capacity
+# Learned from each pool's own server metrics, seeded from the spec's hint for the pool's GPU, shown per pool in
+# outcomes, status fields, gauges and an override event.
+
+KEY = "shop/public-recs"
+
+
+
+def model(**scaling: Any) -> dict[str, Any]:
+    return rmd("public-recs", **scaling)
+
+
+def busy(rps_per_server: float, pools: dict[str, int], p95_ms: float) -> Observation:
+    """Each pool's servers each answer ``rps_per_server`` with p95 ``p95_ms`` (what observe.py reads per pool)."""
+    pool_obs = {p: PoolObservation(pool=p, expected=True, state=DataState.OK, request_rate=Reading.ok(rps_per_server * n),
+                                   p95_seconds=Reading.ok(p95_ms / 1000), ready_servers=Reading.ok(n), targets=n,
+                                   targets_up=n, sample_age_seconds=1.0)
+                for p, n in pools.items()}
+    total = sum(rps_per_server * n for n in pools.values())
+    obs = ModelObservation("shop", "public-recs", DataState.OK, "fresh", request_rate=Reading.ok(total),
+                           p95_seconds=Reading.ok(p95_ms / 1000), ready_servers=Reading.ok(sum(pools.values())), pools=pool_obs)
+    return Observation(time=T0, models={("shop", "public-recs"): obs})
+
+
+def rounds(body: dict[str, Any], current: dict[str, int], obs: Observation, n: int, step: float = 30.0,
+           config: ControllerConfig = CONFIG) -> list[RoundResult]:
+    state, results = ControllerState(), []
+    for i in range(n):
+        res, state = plan_round(snapshot((body, current)), obs, state, T0 + i * step, config)
+        results.append(res)
+    return results
+
+
+def test_pools_are_priced_from_the_gpu_hint_until_measured() -> None:
+    body = model(capacityHints=[{"gpuModel": "NVIDIA-L4", "rpsPerReplica": 60}])
+    out = rounds(body, {"onprem-t4": 1}, busy(5, {"onprem-t4": 1}, 10), 1)[0].outcomes[KEY]
+    assert out.pools["aws-spot-l4"].source == "hint" and out.pools["aws-spot-l4"].rps_per_replica == 60
+    assert out.pools["onprem-t4"].source == "default" and out.pools["onprem-t4"].rps_per_replica == 20
+    # The planned replica's capacity and the price of 1,000 requests there: 2 GPUs x 0.35/h / (20 RPS x 3.6).
+    assert out.pools["onprem-t4"].capacity_rps == 20
+    assert out.pools["onprem-t4"].cost_per_1k is not None and abs(out.pools["onprem-t4"].cost_per_1k - 0.7 / 72) < 1e-6
+    fields = dict(dict(out.verdict().pools)["onprem-t4"])  # type: ignore[union-attr]
+    assert fields["capacitySource"] == "default" and fields["capacityRps"] == 20
+
+
+def test_a_pool_learns_its_own_capacity_from_its_server_metrics_and_the_event_says_it_overrides_the_hint() -> None:
+    # Servers on the T4 pool hold p95 10 ms at 40 RPS each while the spec says 20: the measurement wins, per pool.
+    results = rounds(model(), {"onprem-t4": 2}, busy(40, {"onprem-t4": 2}, 10), 20)
+    last = results[-1].outcomes[KEY]
+    t4 = last.pools["onprem-t4"]
+    assert t4.source == "measured" and t4.rps_per_replica > 25
+    assert last.pools["aws-spot-l4"].source == "default"  # no evidence there: its hint, never infinite
+    overrides = [(i, o) for i, r in enumerate(results) for o in r.outcomes[KEY].hint_overridden]
+    assert len(overrides) == 1 and overrides[0][1][0] == "onprem-t4"  # reported once, not every round
+    i = overrides[0][0]
+    events = events_for(results[i].outcomes[KEY])
+    assert any(reason == "CapacityHintOverridden" and "onprem-t4" in msg for _, reason, msg in events)
+    # The allocator used it: the T4 replicas count at their measured capacity, so fewer burst to public than the
+    # hint alone would need (80 RPS + headroom at 20 RPS per replica: 2 on the full T4 pool + 3 on spot).
+    assert last.pools["onprem-t4"].capacity_rps == 2 * t4.rps_per_replica
+    assert last.targets.get("onprem-t4") == 2 and last.targets.get("aws-spot-l4", 0) < 3
+    first = results[0].outcomes[KEY]
+    assert first.targets.get("aws-spot-l4", 0) == 3
+
+
+def test_overload_on_one_pool_lowers_that_pools_capacity_only() -> None:
+    results = rounds(model(), {"onprem-t4": 2}, busy(20, {"onprem-t4": 2}, 200), 20)
+    t4 = results[-1].outcomes[KEY].pools["onprem-t4"]
+    assert t4.source == "measured" and t4.rps_per_replica < 20
+    assert results[-1].outcomes[KEY].pools["aws-spot-l4"].rps_per_replica == 20
+
+
+def test_gauges_per_pool_and_they_go_with_the_model() -> None:
+    res = rounds(model(), {"onprem-t4": 1}, busy(5, {"onprem-t4": 1}, 10), 1)[0]
+    snap = snapshot((model(), {"onprem-t4": 1}))
+    values = metric_values(res.outcomes[KEY], snap.models[0].rmd)
+    assert values[m.POOL_CAPACITY][("shop", "public-recs", "onprem-t4", "default")] == 20
+    assert values[m.POOL_RPS_PER_REPLICA][("shop", "public-recs", "aws-spot-l4", "default")] == 20
+    assert ("shop", "public-recs", "onprem-t4", "USD") in values[m.POOL_COST_PER_1K_REQUESTS]
+    publisher = MetricsPublisher()
+    publisher.publish(res, snap)
+    assert m.REGISTRY.get_sample_value("hybridrec_pool_capacity_rps", {"namespace": "shop", "model": "public-recs",
+                                                                       "pool": "onprem-t4", "source": "default"}) == 20
+    publisher.publish(RoundResult(T0 + 60, {}, None, 0.0), snapshot())
+    assert m.REGISTRY.get_sample_value("hybridrec_pool_capacity_rps", {"namespace": "shop", "model": "public-recs",
+                                                                       "pool": "onprem-t4", "source": "default"}) is None
+
+
+def test_solver_limit_defaults_to_the_measured_p99() -> None:
+    assert ControllerConfig.from_env({}).solver_time_limit_s == 0.2
