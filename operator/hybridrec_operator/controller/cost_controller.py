@@ -33,7 +33,7 @@ from hybridrec_operator.controller.runtime import Runtime
 from hybridrec_operator.controller.seam import ControlSeam
 from hybridrec_operator.core import capacity
 from hybridrec_operator.core.cost_handover import events_for, observed_condition_patch
-from hybridrec_operator.core.cost_round import plan_round
+from hybridrec_operator.core.cost_round import overloaded, plan_round
 from hybridrec_operator.core.cost_types import (
     TRIGGER,
     ClusterSnapshot,
@@ -110,6 +110,15 @@ class CostController:
         self.last_result = result
         self._log(result)
         return result
+
+    async def overload(self, runtime: Runtime) -> list[str]:
+        """Models overloaded since the last round (p95 above the SLO, demand above the planned capacity): a round
+        is due now. Prometheus failing here is not news: the next round reports it."""
+        if self.last_result is None or not self._active:
+            return []
+        snapshot = self.snapshot(runtime)
+        observation, _ = await asyncio.to_thread(self.observe, snapshot, self.clock())
+        return overloaded(snapshot, observation, self.last_result)
 
     def replan(self, key: str) -> None:
         """Queue the model's re-plan under this controller's trigger (the reconcile then names it in lastDecision).
@@ -193,7 +202,31 @@ async def control_loop(controller: CostController, runtime: Runtime, is_active: 
                 log.exception("cost controller round failed")
         else:
             controller.pause()
-        await asyncio.sleep(max(0.1, controller.config.interval_s - (time.monotonic() - started)))
+        await _wait_for_next_round(controller, runtime, is_active, started)
+
+
+async def _wait_for_next_round(controller: CostController, runtime: Runtime, is_active: Callable[[], bool],
+                               started: float) -> None:
+    """Sleep until the next interval, probing for overload every ``overload_probe_s``: an overload ends the wait."""
+    interval, probe = controller.config.interval_s, controller.config.overload_probe_s
+    while (left := interval - (time.monotonic() - started)) > 0.1:
+        if probe <= 0 or probe >= left:
+            await asyncio.sleep(left)
+            return
+        await asyncio.sleep(probe)
+        if not is_active():
+            continue
+        try:
+            hot = await controller.overload(runtime)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed probe only means waiting for the regular round
+            log.exception("overload probe failed")
+            continue
+        if hot:
+            log.info("overload (%s): running a round now", ", ".join(hot))
+            return
+    await asyncio.sleep(0.1)  # never back-to-back rounds
 
 
 def seed_from_api(kube: Kube, namespaces: Sequence[str] = ()) -> dict[str, dict[str, int]]:

@@ -2,8 +2,10 @@
 
 Per model: learn RPS per replica per pool (``capacity_model``: one learner per (model, pool), fed from the pool's
 server metrics, seeded from the spec's hint for the pool's GPU; ``resolve`` says whether measurement, hint or the
-default won), forecast the demand to cover until capacity started now is
-ready (``forecast``: trend, declared events, the slowest allowed pool's ``startupSeconds``); then
+default won), forecast the demand to cover until capacity started now is ready (``forecast.outlook``: level + trend
+over the slowest allowed pool's ``startupSeconds`` + one interval, declared events, a margin from the measured
+residuals over that lead time; a jump, demand above what the ready replicas serve or p95 above the SLO is urgent:
+the allocator adds capacity where it is ready soonest); then
 ``planner.allocate`` over every model and pool at once (they compete for the same private GPUs). A model whose
 metrics are missing or stale keeps its allocation (and its GPUs: the allocator may not hand them to others); a
 Prometheus that cannot answer freezes every allocation. Never scale toward the minimum on missing data.
@@ -34,7 +36,7 @@ from hybridrec_operator.core.cost_types import (
     _rps,
 )
 from hybridrec_operator.core.costing import Money, SpendTracker, cost_per_1k_requests, lifecycle
-from hybridrec_operator.core.forecast import Sample, demand_to_cover, lead_seconds
+from hybridrec_operator.core.forecast import Outlook, Sample, Variability, event_multiplier, lead_seconds, outlook
 from hybridrec_operator.core.observation import DataState, ModelObservation, Observation
 from hybridrec_operator.core.planner import ModelAllocation, ModelState, PoolState, admitted_pools, allocate
 
@@ -235,6 +237,7 @@ def plan_round(
         overridden[snap.key] = newly_overridden(mem, caps)
         verdict = judge(obs, None)
         demand = to_cover = p95_ms = None
+        look: Outlook | None = None
         if verdict[0] and obs is not None and obs.request_rate.value is not None:
             demand = obs.request_rate.value
             p95_ms = obs.p95_seconds.value * 1000.0 if obs.p95_seconds.value is not None else None
@@ -243,9 +246,15 @@ def plan_round(
             mem.history.append(Sample(now, demand))
             while mem.history and mem.history[0].t < now - config.history_s:
                 mem.history.popleft()
-            startups = [p.spec.startup_seconds for p in admitted_pools(spec, pools)]
-            to_cover = demand_to_cover(list(mem.history), spec.scaling.schedule, now,
-                                       lead_seconds(startups, config.interval_s), config.interval_s)
+            lead = lead_seconds([p.startup_seconds for p in admitted.values()], config.interval_s)
+            if mem.variability is None or mem.variability.lead != lead:
+                mem.variability = Variability(lead=lead)  # a pool's start-up changed: rises over the old lead mislead
+            # Declared events divided out: the margin measures the traffic's own noise, not the event the spec announced.
+            mem.variability.observe(now, demand / event_multiplier(spec.scaling.schedule, now))
+            served = sum(n * caps[p].rps_per_replica for p, n in snap.ready.items() if p in caps)
+            look = outlook(list(mem.history), mem.variability, spec.scaling.schedule, now, lead, config.interval_s,
+                           served_capacity=served)
+            to_cover = look.demand
         holding = not verdict[0]
         if holding:
             hold_recommendation(state, snap, now)
@@ -255,7 +264,9 @@ def plan_round(
             ModelState(
                 key=snap.key,
                 spec=spec,
-                demand_rps=None if holding else to_cover,  # None: the allocator holds this model and its GPUs
+                # None: the allocator holds this model and its GPUs. The outlook's margin travels as the headroom, so
+                # the allocator knows how much of the demand is padding.
+                demand_rps=None if holding or look is None or look.demand is None else look.demand / (1.0 + look.margin),
                 # The reference is the spec's per-model figure; each pool's capacity is relative to it, so the
                 # allocator fills the pool with the lowest cost per served request.
                 rps_per_replica=spec.scaling.target_rps_per_replica,
@@ -264,7 +275,11 @@ def plan_round(
                 pinned=spec.replicas,
                 ready=dict(snap.ready),
                 p95_ms=p95_ms,
-                headroom=headroom_for(p95_ms, float(spec.slo.p95_latency_ms)),
+                headroom=look.margin if look is not None else headroom_for(p95_ms, float(spec.slo.p95_latency_ms)),
+                # A jump beyond the margin, demand above what the ready replicas serve, or p95 above the SLO: add
+                # capacity where it is ready soonest and move nothing this round.
+                urgent=not holding and look is not None and (look.urgent or (p95_ms is not None and p95_ms > spec.slo.p95_latency_ms)),
+                # stabilization_seconds stays None: the user's scaleDownStabilizationSeconds is honoured as declared.
             )
         )
     if not model_states:
@@ -311,6 +326,27 @@ def plan_round(
         )
         mem.observed = observed
     return RoundResult(now, outcomes, allocation.solver, allocation.solve_seconds), state
+
+
+def overloaded(snapshot: ClusterSnapshot, observation: Observation | None, last: RoundResult | None) -> list[str]:
+    """Models overloaded now, judged between rounds (pure): p95 above the SLO, or demand above what the last round
+    planned for them (the RPS its planned replicas serve). The loop runs a round at once when this is not empty,
+    rather than waiting out the interval. Unknown is not overload: no data, no plan or a held model asks nothing."""
+    if observation is None or last is None:
+        return []
+    hot = []
+    for snap in snapshot.models:
+        out = last.outcomes.get(snap.key)
+        obs = observation.get(snap.rmd.namespace, snap.rmd.name)
+        if out is None or not out.observed or obs is None or obs.state != DataState.OK:
+            continue
+        p95, demand = obs.p95_seconds.value, obs.request_rate.value
+        planned = sum(e.capacity_rps for e in out.pools.values())
+        if (p95 is not None and p95 * 1000.0 > snap.rmd.spec.slo.p95_latency_ms) or (
+            demand is not None and planned > 0 and demand > planned
+        ):
+            hot.append(snap.key)
+    return hot
 
 
 def _currency(snapshot: ClusterSnapshot) -> str:

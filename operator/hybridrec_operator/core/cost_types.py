@@ -17,7 +17,7 @@ from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse
 from hybridrec_operator.core.capacity_model import CapacityModel, CapacitySource
 from hybridrec_operator.core.costing import SpendTracker
 from hybridrec_operator.core.decide import CONTROLLER_TRIGGER, ControllerVerdict
-from hybridrec_operator.core.forecast import Sample
+from hybridrec_operator.core.forecast import Sample, Variability
 from hybridrec_operator.core.objects import MODEL_LABEL, POOL_LABEL
 from hybridrec_operator.core.planner import AllocatorMemory
 
@@ -53,6 +53,9 @@ class ControllerConfig:
     # The allocator's measured p99 is ~0.1-0.2 s for 50 models x 8 pools; at the limit HiGHS returns its best
     # feasible allocation, so a longer limit only delays the round (benchmarks/results/cost_policies.md).
     solver_time_limit_s: float = 0.2  # HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS
+    # HYBRIDREC_OVERLOAD_PROBE_SECONDS: between rounds, how often to check for overload (p95 above the SLO, demand
+    # above the planned capacity) and run a round at once; 0 disables the probe.
+    overload_probe_s: float = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -76,6 +79,9 @@ class ControllerConfig:
             max_moves_per_interval=int(_env_float(env, "HYBRIDREC_MAX_MOVES_PER_INTERVAL", 2)),
             min_dwell_s=_env_float(env, "HYBRIDREC_MIN_DWELL_SECONDS", 120.0),
             solver_time_limit_s=_env_float(env, "HYBRIDREC_SOLVER_TIME_LIMIT_SECONDS", 0.2),
+            # A third of the interval (at least 2 s): an overload waits at most that long for a round, at the price
+            # of one Prometheus query set per probe.
+            overload_probe_s=_env_float(env, "HYBRIDREC_OVERLOAD_PROBE_SECONDS", max(2.0, interval / 3)),
         )
 
 
@@ -151,6 +157,7 @@ class ModelMemory:
     # carry the pool label. Created on first sight of the (model, pool) pair, from the spec's hint for that GPU.
     pool_capacity: dict[str, CapacityModel] = field(default_factory=dict)
     overridden: set[str] = field(default_factory=set)  # pools whose hint a measurement contradicts (event posted)
+    variability: Variability | None = None  # residuals of the outlook over one lead time: the margin's evidence
     history: deque[Sample] = field(default_factory=deque)
     observed: bool | None = None  # the last round's reported verdict (None: never judged)
     missing_rounds: int = 0  # consecutive rounds held for MetricsMissing while still reported as observed

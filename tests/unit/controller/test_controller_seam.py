@@ -133,8 +133,9 @@ def test_a_budget_cut_round_reaches_the_reconcile_as_a_verdict_and_the_condition
     assert decision.status["lastDecision"]["trigger"] == "cost-controller"
     assert decision.status["lastDecision"]["message"] == out.message
 
-    # Same counts next round (the message's numbers move): stored, but nothing to re-plan.
-    result, state = plan_round(cluster({"onprem-t4": 2}), busy(71, {"onprem-t4": 2}), state, T0 + 5, CONFIG)
+    # Same counts next round (the message's numbers move): stored, but nothing to re-plan. (The forecast's level is
+    # the median of the last minute, so the rise must move it by more than a rounding step: 70 -> 74 gives 72.)
+    result, state = plan_round(cluster({"onprem-t4": 2}), busy(74, {"onprem-t4": 2}), state, T0 + 5, CONFIG)
     assert result.outcomes[KEY].verdict() != seam.verdicts[KEY]
     assert seam.hand_over(result) == []
     assert seam.verdicts[KEY].message == result.outcomes[KEY].message

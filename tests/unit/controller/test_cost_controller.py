@@ -342,3 +342,47 @@ def test_gauges_per_pool_and_they_go_with_the_model() -> None:
 
 def test_solver_limit_defaults_to_the_measured_p99() -> None:
     assert ControllerConfig.from_env({}).solver_time_limit_s == 0.2
+
+
+# --------------------------------------------------------------------------------------------- forecast (outlook)
+
+
+def test_the_margin_comes_from_measured_variability_and_travels_as_headroom() -> None:
+    # Until enough rises over one lead time are measured the margin is Variability's default (10%): forecast = level x 1.1.
+    out = rounds(model(), {"onprem-t4": 2}, busy(15, {"onprem-t4": 2}, 10), 1)[0].outcomes[KEY]
+    assert out.forecast_rps is not None and abs(out.forecast_rps - 30 * 1.1) < 1e-6
+    assert out.observed and out.wanted == 2  # 30 RPS planned at 20 RPS per replica with the 10% margin
+
+
+def test_a_drop_waits_for_the_declared_stabilisation_even_when_the_lead_time_is_shorter() -> None:
+    # Lead time here is ~ the slowest pool's start-up + 5 s; the user declared 300 s: the first decrease waits 300 s.
+    body = model(stabilisation=300)
+    state = ControllerState()
+    res, state = plan_round(snapshot((body, {"onprem-t4": 2, "aws-spot-l4": 2})), busy(20, {"onprem-t4": 2, "aws-spot-l4": 2}, 10),
+                            state, T0, CONFIG)
+    current = {p: n for p, n in res.outcomes[KEY].targets.items() if n}
+    first_down = None
+    for t in range(5, 400, 5):
+        res, state = plan_round(snapshot((body, current)), busy(1, current, 10), state, T0 + t, CONFIG)
+        out = res.outcomes[KEY]
+        if out.changed and out.direction == "down":
+            first_down = t
+            break
+        current = {p: n for p, n in out.targets.items() if n}
+    assert first_down is not None and first_down >= 300
+
+
+# --------------------------------------------------------------------------------------------- overload trigger
+
+
+def test_overload_between_rounds_is_p95_above_slo_or_demand_above_the_planned_capacity() -> None:
+    from hybridrec_operator.core.cost_round import overloaded
+
+    snap = snapshot((model(), {"onprem-t4": 2}))
+    last = rounds(model(), {"onprem-t4": 2}, busy(10, {"onprem-t4": 2}, 10), 1)[0]
+    planned = sum(e.capacity_rps for e in last.outcomes[KEY].pools.values())
+    assert planned == 40
+    assert overloaded(snap, busy(10, {"onprem-t4": 2}, 10), last) == []
+    assert overloaded(snap, busy(10, {"onprem-t4": 2}, 80), last) == [KEY]  # p95 80 ms > SLO 50 ms
+    assert overloaded(snap, busy(25, {"onprem-t4": 2}, 10), last) == [KEY]  # 50 RPS > 40 planned
+    assert overloaded(snap, None, last) == [] and overloaded(snap, busy(25, {"onprem-t4": 2}, 10), None) == []
