@@ -7,6 +7,7 @@ import base64
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 import yaml
 
 from hybridrec_local.localcluster import LocalCluster
+from support.cleanup import delete_namespace
 
-from operator_harness import FAST_ENV, MANAGED, ROOT, Kube, OperatorProcess, rmd_ready, sample_models, wait_for
+from operator_harness import (FAST_ENV, MANAGED, ROOT, Kube, OperatorProcess, load_docs, rmd_ready, sample_models,
+                              wait_for)
 
 pytestmark = pytest.mark.cluster
 
@@ -136,11 +139,21 @@ def can_i(kube: Kube, *args: str) -> bool:
     return proc.stdout.strip() == "yes"
 
 
+@pytest.fixture
+def operator_rbac(kube: Kube) -> Iterator[None]:
+    """The operator's namespace, ServiceAccount and RBAC as deployed; deleted (and the namespace awaited gone)
+    afterwards, as the cluster is shared with later modules."""
+    namespace, rbac = ROOT / "manifests" / "operator" / "namespace.yaml", ROOT / "manifests" / "rbac" / "operator.yaml"
+    kube("apply", "-f", str(namespace))
+    kube("apply", "-f", str(rbac))
+    yield
+    kube("delete", "-f", str(rbac), "--ignore-not-found", "--wait=false", check=False)
+    delete_namespace(kube, load_docs(namespace)[0]["metadata"]["name"])
+
+
 def test_operator_works_with_only_its_rbac(
         shared_operator: OperatorProcess, cluster: LocalCluster, kube: Kube, namespace: str,
-        operator_log_dir: Path, tmp_path: Path) -> None:
-    kube("apply", "-f", str(ROOT / "manifests" / "operator" / "namespace.yaml"))
-    kube("apply", "-f", str(ROOT / "manifests" / "rbac" / "operator.yaml"))
+        operator_log_dir: Path, tmp_path: Path, operator_rbac: None) -> None:
 
     # What it may do, and what it may not.
     allowed = [("patch", "deployments"), ("create", "deployments"), ("delete", "deployments"), ("watch", "pods"),
