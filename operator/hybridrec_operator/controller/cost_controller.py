@@ -64,7 +64,8 @@ class CostController:
     # ---- reading the cluster (event loop: the kopf indexes are not thread-safe)
     def snapshot(self, runtime: Runtime) -> ClusterSnapshot:
         pools = runtime.pools()
-        usage = capacity.pool_usage(pools, runtime.nodes(), runtime.pods())
+        nodes, pods = runtime.nodes(), runtime.pods()
+        usage = capacity.pool_usage(pools, nodes, pods)
         # All models together may use what they already use plus what is free (quota and node room).
         capacity_gpus = {name: u.used_gpus + u.free_gpus for name, u in usage.items()}
         bodies, deployments = [], []
@@ -75,7 +76,8 @@ class CostController:
                 continue
             bodies.append(body)
             deployments += [c for (kind, _), c in runtime.children(namespace, name).items() if kind == "Deployment"]
-        return build_snapshot(bodies, pools, deployments, capacity_gpus)
+        # Nodes and pods too: reclaims (nodes tainted for disruption, NotReady or gone) and the pods they doom.
+        return build_snapshot(bodies, pools, deployments, capacity_gpus, nodes, pods)
 
     def observe(self, snapshot: ClusterSnapshot, now: float) -> tuple[Observation | None, str | None]:
         try:

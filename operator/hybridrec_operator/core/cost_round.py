@@ -202,6 +202,7 @@ def plan_round(
     (``prometheus_error`` says why): then every model holds and the allocator does not run."""
     state = copy.deepcopy(state)
     state.rounds += 1
+    state.reclaims.observe(now, snapshot.pool_nodes, snapshot.doomed_nodes)
     _forget(state, {s.key for s in snapshot.models})
     seed_from_cluster(state, snapshot, now)
     currency = _currency(snapshot)
@@ -223,11 +224,14 @@ def plan_round(
             mem.observed = False
         return RoundResult(now, held, None, 0.0, prometheus_error=error), state
 
-    pools = [PoolState(p.name, p.spec, int(snapshot.capacity_gpus.get(p.name, 0))) for p in snapshot.pools]
+    # Spot reclaims seen in the cluster price the pools that lose nodes (planner.spot_risk_per_hour).
+    pools = [PoolState(p.name, p.spec, int(snapshot.capacity_gpus.get(p.name, 0)), state.reclaims.rate_per_hour(p.name))
+             for p in snapshot.pools]
     model_states: list[ModelState] = []
     facts: dict[str, tuple[tuple[bool, str, str], float | None, float | None, float | None]] = {}
     caps_of: dict[str, dict[str, PoolCapacity]] = {}
     overridden: dict[str, tuple[tuple[str, float, float], ...]] = {}
+    doomed_of: dict[str, dict[str, int]] = {}
     for snap in snapshot.models:
         spec = snap.rmd.spec
         mem = _memory_for(state, snap, currency)
@@ -260,6 +264,8 @@ def plan_round(
             hold_recommendation(state, snap, now)
         verdict = _with_grace(verdict, mem)
         facts[snap.key] = (verdict, demand, to_cover, p95_ms)
+        # A held model keeps exactly what runs (no data, no decision), doomed pods included.
+        doomed_of[snap.key] = {} if holding else dict(snapshot.doomed_pods.get(snap.key, {}))
         model_states.append(
             ModelState(
                 key=snap.key,
@@ -271,9 +277,10 @@ def plan_round(
                 # allocator fills the pool with the lowest cost per served request.
                 rps_per_replica=spec.scaling.target_rps_per_replica,
                 rps_per_pool={p: c.rps_per_replica for p, c in caps.items()},
-                current=dict(snap.current),
+                # Pods on nodes about to go do not count: their replacements start now, before they die.
+                current=_minus(snap.current, doomed_of[snap.key]),
                 pinned=spec.replicas,
-                ready=dict(snap.ready),
+                ready=_minus(snap.ready, doomed_of[snap.key]),
                 p95_ms=p95_ms,
                 headroom=look.margin if look is not None else headroom_for(p95_ms, float(spec.slo.p95_latency_ms)),
                 # A jump beyond the margin, demand above what the ready replicas serve, or p95 above the SLO: add
@@ -294,6 +301,12 @@ def plan_round(
         (observed, obs_reason, obs_message), demand, to_cover, p95_ms = facts[snap.key]
         mem = state.models[snap.key]
         targets = {p: int(n) for p, n in alloc.replicas.items()}
+        # The doomed pods stay in their Deployment's count until they die: lowering it now would let the ReplicaSet
+        # pick a healthy pod to remove. The replacements come on top.
+        doomed_here = doomed_of[snap.key]
+        for p, n in doomed_here.items():
+            if n > 0 and (targets.get(p, 0) > 0 or snap.current.get(p, 0) > 0):
+                targets[p] = targets.get(p, 0) + min(n, snap.current.get(p, 0))
         for p in snap.current:
             targets.setdefault(p, 0)
         changed = any(targets.get(p, 0) != snap.current.get(p, 0) for p in set(targets) | set(snap.current))
@@ -305,7 +318,7 @@ def plan_round(
             changed=changed,
             direction=alloc.direction if changed else "hold",
             reason=category(alloc, p95_ms, float(snap.rmd.spec.slo.p95_latency_ms), ms.pinned is not None, observed),
-            message=alloc.reason,
+            message=alloc.reason + _doomed_note(doomed_here),
             observed=observed,
             observed_reason=obs_reason,
             observed_message=obs_message,
@@ -347,6 +360,17 @@ def overloaded(snapshot: ClusterSnapshot, observation: Observation | None, last:
         ):
             hot.append(snap.key)
     return hot
+
+
+def _minus(counts: Mapping[str, int], doomed: Mapping[str, int]) -> dict[str, int]:
+    return {p: max(0, int(n) - int(doomed.get(p, 0))) for p, n in counts.items()}
+
+
+def _doomed_note(doomed: Mapping[str, int]) -> str:
+    gone = {p: n for p, n in sorted(doomed.items()) if n > 0}
+    if not gone:
+        return ""
+    return "; replacing " + ", ".join(f"{n} on {p}" for p, n in gone.items()) + " (nodes reclaimed or NotReady)"
 
 
 def _currency(snapshot: ClusterSnapshot) -> str:

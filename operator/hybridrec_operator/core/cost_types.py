@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse_rmd
+from hybridrec_operator.core.capacity import matches
 from hybridrec_operator.core.capacity_model import CapacityModel, CapacitySource
 from hybridrec_operator.core.costing import SpendTracker
 from hybridrec_operator.core.decide import CONTROLLER_TRIGGER, ControllerVerdict
@@ -107,6 +108,11 @@ class ClusterSnapshot:
     models: Sequence[ModelSnapshot]
     pools: Sequence[ComputePool]
     capacity_gpus: Mapping[str, int]  # per pool: GPUs hybridrec may use now, all models together
+    # Spot reclaims: the nodes of each pool, and those about to go (see ``doomed``); a pool's node that was healthy
+    # and is now doomed or gone counts as one reclaim.
+    pool_nodes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    doomed_nodes: frozenset[str] = frozenset()
+    doomed_pods: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # model -> pool -> pods on doomed nodes
 
     def expected_pools(self) -> dict[tuple[str, str], list[str]]:
         """Where the cluster says each model runs: freshness is judged only there."""
@@ -118,6 +124,8 @@ def build_snapshot(
     pools: Sequence[ComputePool],
     deployments: Iterable[Mapping[str, Any]],
     capacity_gpus: Mapping[str, int],
+    nodes: Iterable[Mapping[str, Any]] = (),
+    pods: Iterable[Mapping[str, Any]] = (),
 ) -> ClusterSnapshot:
     """Pure: API objects -> snapshot. Current replicas per pool come from the model's Deployments (``spec.replicas``),
     which is what runs or is starting; invalid or deleting models are left out (the reconcile reports them)."""
@@ -143,7 +151,45 @@ def build_snapshot(
         key = f"{rmd.namespace}/{rmd.name}"
         models.append(ModelSnapshot(rmd=rmd, current=current.get(key, {}), ready=ready.get(key, {}), body=body))
     models.sort(key=lambda s: s.key)
-    return ClusterSnapshot(models=models, pools=sorted(pools, key=lambda p: p.name), capacity_gpus=dict(capacity_gpus))
+    pool_nodes, doomed_nodes, doomed_pods = reclaim_view(pools, nodes, pods)
+    return ClusterSnapshot(models=models, pools=sorted(pools, key=lambda p: p.name), capacity_gpus=dict(capacity_gpus),
+                           pool_nodes=pool_nodes, doomed_nodes=doomed_nodes, doomed_pods=doomed_pods)
+
+
+DISRUPTION_TAINT = "karpenter.sh/disrupted"  # Karpenter taints a node it is about to take away (spot interruption)
+
+
+def doomed(node: Mapping[str, Any]) -> bool:
+    """A node about to lose its pods: tainted for disruption, being deleted, or reported NotReady (Ready False or
+    Unknown). A node without a Ready condition yet is not judged."""
+    meta, spec = node.get("metadata") or {}, node.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        return True
+    if any(t.get("key") == DISRUPTION_TAINT for t in spec.get("taints") or []):
+        return True
+    ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return ready is not None and ready.get("status") != "True"
+
+
+def reclaim_view(pools: Sequence[ComputePool], nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+                 ) -> tuple[dict[str, frozenset[str]], frozenset[str], dict[str, dict[str, int]]]:
+    """Pure: (nodes per pool, doomed nodes, pods of each model per pool on doomed nodes)."""
+    nodes = list(nodes)
+    names = {str((n.get("metadata") or {}).get("name", "")): n for n in nodes}
+    gone = frozenset(name for name, n in names.items() if doomed(n))
+    per_pool = {p.name: frozenset(name for name, n in names.items()
+                                  if matches(p.spec.node_selector, (n.get("metadata") or {}).get("labels") or {}))
+                for p in pools}
+    on_doomed: dict[str, dict[str, int]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        model, pool = labels.get(MODEL_LABEL), labels.get(POOL_LABEL)
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        if model and pool and node in gone and not meta.get("deletionTimestamp"):
+            key = f"{meta.get('namespace', 'default')}/{model}"
+            on_doomed.setdefault(key, {})[pool] = on_doomed.setdefault(key, {}).get(pool, 0) + 1
+    return per_pool, gone, on_doomed
 
 
 # --------------------------------------------------------------------------------------------- state
@@ -163,6 +209,44 @@ class ModelMemory:
     missing_rounds: int = 0  # consecutive rounds held for MetricsMissing while still reported as observed
 
 
+RECLAIM_WINDOW_S = 6 * 3600.0  # reclaims older than this no longer price a pool
+MIN_EXPOSURE_NODE_HOURS = 1.0  # one reclaim in the first minutes is not a rate of 60 per hour
+
+
+@dataclass
+class ReclaimMemory:
+    """Observed reclaims per pool: a node seen healthy that became doomed or disappeared."""
+
+    healthy: dict[str, str] = field(default_factory=dict)  # node -> pool, healthy at the last round
+    events: dict[str, deque[float]] = field(default_factory=dict)  # pool -> times of reclaims
+    exposure: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)  # pool -> (t, node-hours that round)
+    last: float | None = None
+
+    def observe(self, now: float, pool_nodes: Mapping[str, frozenset[str]], doomed_nodes: frozenset[str]) -> None:
+        healthy_now = {n: p for p, ns in pool_nodes.items() for n in ns if n not in doomed_nodes}
+        for node, pool in self.healthy.items():
+            if node not in healthy_now:
+                self.events.setdefault(pool, deque()).append(now)
+        if self.last is not None:
+            hours = max(0.0, now - self.last) / 3600.0
+            for pool in pool_nodes:
+                count = sum(1 for p in self.healthy.values() if p == pool)
+                self.exposure.setdefault(pool, deque()).append((now, count * hours))
+        for table in (self.events, self.exposure):
+            for q in table.values():
+                while q and (q[0] if isinstance(q[0], float) else q[0][0]) < now - RECLAIM_WINDOW_S:
+                    q.popleft()
+        self.healthy, self.last = healthy_now, now
+
+    def rate_per_hour(self, pool: str) -> float:
+        """Reclaims per node-hour over the window (one replica per node is the conservative reading)."""
+        count = len(self.events.get(pool, ()))
+        if not count:
+            return 0.0
+        exposure = sum(h for _, h in self.exposure.get(pool, ()))
+        return count / max(exposure, MIN_EXPOSURE_NODE_HOURS)
+
+
 @dataclass
 class ControllerState:
     """Everything a round carries to the next one. Lost on restart and re-derived from the cluster."""
@@ -170,6 +254,7 @@ class ControllerState:
     allocator: AllocatorMemory = field(default_factory=AllocatorMemory)
     models: dict[str, ModelMemory] = field(default_factory=dict)
     rounds: int = 0
+    reclaims: ReclaimMemory = field(default_factory=lambda: ReclaimMemory())
 
 
 # --------------------------------------------------------------------------------------------- outputs

@@ -386,3 +386,54 @@ def test_overload_between_rounds_is_p95_above_slo_or_demand_above_the_planned_ca
     assert overloaded(snap, busy(10, {"onprem-t4": 2}, 80), last) == [KEY]  # p95 80 ms > SLO 50 ms
     assert overloaded(snap, busy(25, {"onprem-t4": 2}, 10), last) == [KEY]  # 50 RPS > 40 planned
     assert overloaded(snap, None, last) == [] and overloaded(snap, busy(25, {"onprem-t4": 2}, 10), None) == []
+
+
+# --------------------------------------------------------------------------------------------- spot reclaims
+
+
+def _node(name: str, pool_labels: dict[str, str], *, tainted: bool = False, ready: str = "True") -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": pool_labels},
+            "spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}] if tainted else []},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+
+def _pod(name: str, node: str, pool: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "shop", "labels": {"hybridrec.io/model": "public-recs", "hybridrec.io/pool": pool}},
+            "spec": {"nodeName": node}, "status": {"phase": "Running"}}
+
+
+def _spot_labels() -> dict[str, str]:
+    return dict(next(p for p in POOLS if p.name == "aws-spot-l4").spec.node_selector)
+
+
+def test_doomed_nodes_are_tainted_notready_or_deleted() -> None:
+    from hybridrec_operator.core.cost_types import doomed
+
+    assert doomed(_node("a", {}, tainted=True)) and doomed(_node("b", {}, ready="Unknown"))
+    assert doomed({"metadata": {"name": "c", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    assert not doomed(_node("d", {})) and not doomed({"metadata": {"name": "e"}})  # no Ready condition yet: not judged
+
+
+def test_pods_on_a_reclaimed_node_are_replaced_before_they_die_and_the_pool_is_priced_by_its_reclaims() -> None:
+    body = model()
+    current = {"onprem-t4": 2, "aws-spot-l4": 2}
+    deps = [{"metadata": {"namespace": "shop", "name": f"public-recs-{p}", "labels": {"hybridrec.io/model": "public-recs", "hybridrec.io/pool": p}},
+             "spec": {"replicas": n}, "status": {"readyReplicas": n}} for p, n in current.items()]
+    spot = _spot_labels()
+    healthy = [_node("spot-1", spot), _node("spot-2", spot)]
+    pods = [_pod("p1", "spot-1", "aws-spot-l4"), _pod("p2", "spot-2", "aws-spot-l4")]
+    obs = busy(15, current, 10)  # 60 RPS on 4 replicas at 20 RPS each (with margin: 4 wanted)
+    before = build_snapshot([body], POOLS, deps, CAPACITY, healthy, pods)
+    res, state = plan_round(before, obs, ControllerState(), T0, CONFIG)
+    assert res.outcomes[KEY].targets["aws-spot-l4"] == 2
+    assert state.reclaims.rate_per_hour("aws-spot-l4") == 0.0
+
+    reclaimed = [_node("spot-1", spot, tainted=True), _node("spot-2", spot)]
+    after = build_snapshot([body], POOLS, deps, CAPACITY, reclaimed, pods)
+    assert after.doomed_pods == {KEY: {"aws-spot-l4": 1}}
+    res, state = plan_round(after, obs, state, T0 + 30, CONFIG)
+    out = res.outcomes[KEY]
+    # The doomed pod stays counted until it dies; a replacement starts now, on top of it.
+    assert sum(out.targets.values()) == 5 and out.changed and "replacing 1 on aws-spot-l4" in out.message
+    assert state.reclaims.rate_per_hour("aws-spot-l4") > 0  # one reclaim: the spot pool now carries its risk
+    assert state.reclaims.rate_per_hour("onprem-t4") == 0.0
