@@ -206,6 +206,19 @@ def test_closed_loop(
         settle = STABILISATION_S + CONTROL_INTERVAL_S
         eventually(lambda: time.monotonic() - resumed > settle and steady_for(recorder, settle), 90, 1.0, "a settled plateau")
 
+        # 3b. The capacity of one replica on the private pool that served the plateau was learned from its own
+        # servers' metrics (pool label), and is what the allocator used: a gauge and status.placements[] show it.
+        eventually(lambda: op.sample("hybridrec_pool_rps_per_replica", namespace=NS, model=PUBLIC, pool="onprem-t4",
+                                     source="measured") > 0, 90, 1.0, "a capacity measured on onprem-t4")
+        assert op.sample("hybridrec_pool_capacity_rps", namespace=NS, model=PUBLIC, pool="onprem-t4") > 0
+
+        def t4_placement() -> dict[str, Any]:
+            return next((p for p in cluster.status(PUBLIC).get("placements", []) if p["pool"] == "onprem-t4"), {})
+
+        eventually(lambda: t4_placement().get("capacitySource") == "measured", 60, 1.0, "status shows the measured capacity")
+        assert t4_placement()["capacityRps"] > 0 and t4_placement()["rpsPerReplica"] > 0, t4_placement()
+        assert t4_placement().get("costPer1kRequests", 0) > 0, t4_placement()
+
         # 4. Load stops: nothing shrinks before the stabilisation window; then public replicas go first.
         # (The servers must really have been serving the plateau, or a shrink before the stop would be right.)
         demand = op.sample("hybridrec_demand_rps", namespace=NS, model=PUBLIC)
@@ -239,7 +252,8 @@ def test_closed_loop(
             "hybridrec_reconcile_duration_seconds_bucket", "hybridrec_pool_gpus",
             "hybridrec_server_request_duration_seconds_bucket", "hybridrec_server_requests_total", "hybridrec_server_batch_size_bucket",
             "hybridrec_server_queue_depth", "hybridrec_server_inflight_requests", "hybridrec_server_model_info", "hybridrec_server_ready",
-            "hybridrec_server_fallback_total",
+            "hybridrec_server_fallback_total", "hybridrec_pool_capacity_rps", "hybridrec_pool_rps_per_replica",
+            "hybridrec_pool_cost_per_1k_requests",
         }
         assert wanted <= names, sorted(wanted - names)
     finally:
