@@ -649,7 +649,8 @@ class PoolPlacement(ApiModel):
     rps_per_replica: float | None = Field(default=None, description="RPS one replica sustains within the SLO on this pool.")
     capacity_source: Literal["measured", "hint", "default"] | None = Field(
         default=None, description="measured (learned from the pool's server metrics), hint (scaling.capacityHints) or default (targetRpsPerReplica).")
-    cost_per_1k_requests: float | None = Field(default=None, description="Cost of 1,000 requests served by a fully loaded replica on this pool.")
+    cost_per_1k_requests: float | None = Field(default=None, alias="costPer1kRequests",
+                                               description="Cost of 1,000 requests served by a fully loaded replica on this pool.")
 
 
 class Decision(ApiModel):

@@ -437,3 +437,15 @@ def test_pods_on_a_reclaimed_node_are_replaced_before_they_die_and_the_pool_is_p
     assert sum(out.targets.values()) == 5 and out.changed and "replacing 1 on aws-spot-l4" in out.message
     assert state.reclaims.rate_per_hour("aws-spot-l4") > 0  # one reclaim: the spot pool now carries its risk
     assert state.reclaims.rate_per_hour("onprem-t4") == 0.0
+
+
+def test_the_status_fields_of_a_pool_are_in_the_crd_schema() -> None:
+    """The API server prunes unknown status fields: every key the verdict carries must be in the CRD."""
+    from hybridrec_operator.core.cost_types import PoolEconomics
+
+    crd = yaml.safe_load((ROOT / "manifests/crds/hybridrec.io_recmodeldeployments.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    props = schema["properties"]["status"]["properties"]["placements"]["items"]["properties"]
+    fields = PoolEconomics(20.0, "measured", 40.0, 0.01).status_fields()
+    assert set(fields) == {"capacityRps", "rpsPerReplica", "capacitySource", "costPer1kRequests"}
+    assert set(fields) <= set(props), sorted(set(fields) - set(props))
