@@ -219,31 +219,9 @@ class PlacementGuard:
                 self.runtime.remember_written(written)
 
     def _write_condition(self, key: str, body: Mapping[str, Any], wanted: tuple[str, str, str]) -> dict[str, Any] | None:
-        """Set the model's SensitivePlacementViolation condition (worker thread); compare-and-swap on
-        resourceVersion so a reconcile's concurrent status write is never lost (nor ours)."""
+        """Set the model's SensitivePlacementViolation condition (worker thread)."""
         namespace, name = key.split("/", 1)
-        path = f"/apis/{API_VERSION}/namespaces/{namespace}/recmodeldeployments/{name}/status"
-        kube = self.runtime.kube
-        current: Mapping[str, Any] | None = body
-        for _ in range(_CAS_ATTEMPTS):
-            if current is None:
-                return None
-            meta = meta_of(current)
-            conds = conditions.set_condition((current.get("status") or {}).get("conditions") or [], REASON, *wanted,
-                                             meta.get("generation"), datetime.now(UTC))
-            patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": conds}}
-            try:
-                written = kube.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                if exc.status != 409:
-                    raise
-                current = kube.get(API_VERSION, RMD_KIND, namespace, name)
-                continue
-            self.runtime.writes += 1
-            return written
-        raise RuntimeError(f"{key}: status kept changing while setting {REASON}")
+        return self._set_status_condition(RMD_KIND, namespace, name, body, REASON, wanted)
 
     async def _pools(self, nodes: list[Mapping[str, Any]]) -> None:
         """``TenancyMismatch`` of every pool whose selected nodes carry another tenancy, and an event when it
@@ -269,18 +247,26 @@ class PlacementGuard:
                                conditions.TENANCY_MISMATCH if mismatch else "TenancyAgrees", wanted[2])
 
     def _write_pool_condition(self, name: str, body: Mapping[str, Any], wanted: tuple[str, str, str]) -> dict[str, Any] | None:
-        """Set a pool's TenancyMismatch (worker thread), compare-and-swap on resourceVersion. The pool's other
-        conditions are the reconcile's (``Runtime.reconcile_pool``), which keeps this one: it starts from the
-        freshest status it knows, ours included (``Runtime.written``)."""
-        path = f"/apis/{API_VERSION}/computepools/{name}/status"
+        """Set a pool's TenancyMismatch (worker thread). The pool's other conditions are the reconcile's
+        (``Runtime.reconcile_pool``), which keeps this one: it starts from the freshest status it knows, ours included
+        (``Runtime.written``)."""
+        return self._set_status_condition(POOL_KIND, None, name, body, conditions.TENANCY_MISMATCH, wanted)
+
+    def _set_status_condition(self, kind: str, namespace: str | None, name: str, body: Mapping[str, Any],
+                              type_: str, wanted: tuple[str, str, str]) -> dict[str, Any] | None:
+        """One condition of a model's or pool's status, compare-and-swap on resourceVersion so a reconcile's
+        concurrent status write is never lost (nor ours); None when the object is gone."""
+        scope = f"namespaces/{namespace}/" if namespace else ""
+        plural = "recmodeldeployments" if kind == RMD_KIND else "computepools"
+        path = f"/apis/{API_VERSION}/{scope}{plural}/{name}/status"
         kube = self.runtime.kube
         current: Mapping[str, Any] | None = body
         for _ in range(_CAS_ATTEMPTS):
             if current is None:
                 return None
             meta = meta_of(current)
-            conds = conditions.set_condition((current.get("status") or {}).get("conditions") or [],
-                                             conditions.TENANCY_MISMATCH, *wanted, meta.get("generation"), datetime.now(UTC))
+            conds = conditions.set_condition((current.get("status") or {}).get("conditions") or [], type_, *wanted,
+                                             meta.get("generation"), datetime.now(UTC))
             patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": conds}}
             try:
                 written = kube.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
@@ -289,12 +275,11 @@ class PlacementGuard:
                     return None
                 if exc.status != 409:
                     raise
-                current = kube.get(API_VERSION, POOL_KIND, None, name)
+                current = kube.get(API_VERSION, kind, namespace, name)
                 continue
             self.runtime.writes += 1
             return written
-        raise RuntimeError(f"pool {name}: status kept changing while setting {conditions.TENANCY_MISMATCH}")
-
+        raise RuntimeError(f"{kind} {namespace + '/' if namespace else ''}{name}: status kept changing while setting {type_}")
 
 def _pod_path(namespace: str, name: str) -> str:
     # Pods are the one kind only the guard touches, so they are not among kube.KINDS (the reconcile's children).
