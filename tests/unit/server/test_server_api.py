@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine, Sequence, TypeVar
@@ -12,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from gated_model import GatedModel
 from hybridrec_server.app import create_app
 from hybridrec_server.predictor import Query, Recommendation, RecommenderModel
 from hybridrec_server.settings import Settings
@@ -46,27 +46,6 @@ async def serving(app: FastAPI, wait_ready: bool = True) -> AsyncIterator[httpx.
                 else:
                     raise AssertionError("never became ready")
             yield client
-
-
-class GatedModel(RecommenderModel):
-    """Real model whose load and predict can be held, to observe not-ready and full-queue states."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.load_gate = threading.Event()
-        self.predict_gate = threading.Event()
-        self.predict_gate.set()
-        self.in_predict = threading.Event()
-
-    def load(self) -> None:
-        self.load_gate.wait(10)
-        super().load()
-
-    def predict(self, queries: Sequence[Query]) -> list[Recommendation]:
-        if self.ready:
-            self.in_predict.set()
-            self.predict_gate.wait(10)
-        return super().predict(queries)
 
 
 class ExplodingModel(RecommenderModel):

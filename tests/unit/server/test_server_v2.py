@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from gated_model import GatedModel
 from hybridrec_server.app import create_app
-from hybridrec_server.predictor import Query, Recommendation, RecommenderModel
 from hybridrec_server.settings import Settings
 from hybridrec_server.testing import make_small_artifact
 
@@ -163,27 +162,6 @@ def test_bad_json_unknown_model_and_id_model_signature(tt_artifact: Path) -> Non
             assert (await c.get("/v2")).json()["name"] == "hybridrec-server"
 
     asyncio.run(body())
-
-
-class GatedModel(RecommenderModel):
-    """Real model whose load and predict can be held, to observe not-ready and full-queue states."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.load_gate = threading.Event()
-        self.predict_gate = threading.Event()
-        self.predict_gate.set()
-        self.in_predict = threading.Event()
-
-    def load(self) -> None:
-        self.load_gate.wait(10)
-        super().load()
-
-    def predict(self, queries: Sequence[Query]) -> list[Recommendation]:
-        if self.ready:
-            self.in_predict.set()
-            self.predict_gate.wait(10)
-        return super().predict(queries)
 
 
 def test_not_ready_then_queue_full_429_with_retry_after(tt_artifact: Path) -> None:
