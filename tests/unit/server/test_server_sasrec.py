@@ -143,7 +143,6 @@ def test_describe_reports_precision_and_window(served: RecommenderModel) -> None
 
 
 def test_training_smoke_on_a_subsample(tmp_path: Path) -> None:
-    pytest.importorskip("recbole", reason="MovieLens 100K ships in the recbole wheel")
     from hybridrec_server.train import train_and_evaluate
 
     cfg = TrainConfig(embedding_dim=16, hidden_dim=32, batch_size=64, max_seq_len=20, n_layers=1)
