@@ -7,6 +7,7 @@ everything the demo started before the command returns.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -62,9 +63,14 @@ def run(
             console.print(f"  [bold]What to do:[/bold] {exc.hint}", highlight=False)
         console.print("Everything the demo had started has been stopped.")
         raise typer.Exit(code=1) from exc
-    except (KeyboardInterrupt, Terminated) as exc:
+    except (KeyboardInterrupt, Terminated):
         console.print("[yellow]Interrupted: everything the demo had started has been stopped.[/yellow]")
-        raise typer.Exit(code=130) from exc
+        # Every process the demo started is stopped by now. The background training thread may still be inside torch
+        # (or importing it, early in a run); a normal interpreter exit would then wait on torch's locks and atexit
+        # hooks, so an interrupted demo could hang after its cleanup. Leave at once, output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 @demo_app.command()
