@@ -121,6 +121,12 @@ def test_demo_runs_a_day_writes_the_report_and_cleans_up(tmp_path: Path) -> None
     assert _down(workdir).stdout.strip() == "nothing was running"
 
 
+def _terminal_signals() -> None:
+    """In the child before exec: SIGINT delivered and handled by default, as a terminal's Ctrl-C expects."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_midway_stops_everything_started_so_far(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     _require_binaries(workdir)
@@ -128,6 +134,8 @@ def test_ctrl_c_midway_stops_everything_started_so_far(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [HYBRIDREC, "demo", "run", "--no-train", "--no-live", "--workdir", str(workdir), "--output", str(tmp_path / "out")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+        # As from a terminal, whatever signal state this test process was handed (ignored or blocked SIGINT survives exec).
+        preexec_fn=_terminal_signals,
     )
     try:
         deadline = time.monotonic() + 180

@@ -110,6 +110,10 @@ class Demo:
     def run(self) -> Path:
         """The whole demo; returns the report path. On any failure or interrupt everything started is stopped."""
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Ctrl-C must stop the demo however it was launched: a parent that ran it in the background, under nohup or
+        # from a thread may hand down SIGINT ignored or blocked, and then no KeyboardInterrupt would ever come.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         ok = False
         try:
             report = self._run()
@@ -122,6 +126,7 @@ class Demo:
                             f"logs are in {self.workdir / 'logs'} and {self.cluster.log_dir}; please report this") from exc
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             if self.load is not None:
                 self.load.stop()
             if not ok or not self.opts.keep:
