@@ -705,7 +705,7 @@ def render(results: dict[str, Any], command: str) -> str:
            "is usual)." if meta["cores"] <= 4 else "."),
         f"- Software: Python {meta['python']}, torch {meta['torch']}, uvicorn {meta['uvicorn']} with {meta['loop']} "
         f"loop / {meta['http']} parser, kserve {meta['kserve']}, Ray {meta['ray']}.",
-        f"- Request: one user, k = 10 (`{{\"user_id\": <random known user>, \"k\": 10}}` or its V2/KServe "
+        "- Request: one user, k = 10 (`{\"user_id\": <random known user>, \"k\": 10}` or its V2/KServe "
         "equivalent); SASRec scores the user's stored history (the most recent 50 items).",
         f"- Batching (c, e): max batch {MAX_BATCH}, max delay {BATCH_DELAY_MS:g} ms. Load: open loop, constant "
         f"arrival rate, {meta['duration']:g} s measured after {meta['warmup']:g} s warm-up per step; latency from the "

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hybridrec_local.localcluster import LocalCluster
 from support.cleanup import ClusterState
+from support.kube import Kube, install_hybridrec
 
 SAMPLE_POOLS = frozenset(
     d["metadata"]["name"]
@@ -39,3 +41,14 @@ def cluster_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
     if leaks:
         warnings.warn(f"{request.module.__name__} left on the shared cluster (now cleaned up): {'; '.join(leaks)}",
                       stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: LocalCluster) -> Kube:
+    return Kube(cluster)
+
+
+@pytest.fixture(scope="session")
+def installed(kube: Kube) -> Kube:
+    """CRDs, the sample pools and the admission policies, installed once and awaited judging."""
+    return install_hybridrec(kube)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from hybridrec_operator.api.models import API_VERSION, ComputePool, RecModelDeploymentSpec, Sensitivity, parse_rmd
 from hybridrec_operator.core import capacity, conditions, placement, render
 from hybridrec_operator.core.drift import needs_apply
-from hybridrec_operator.core.objects import POOL_LABEL, RMD_KIND, adopt, controller_uid, meta_of, owned_by, placements_of
+from hybridrec_operator.core.objects import POOL_LABEL, RMD_KIND, adopt, meta_of, owned_by, placements_of
 from hybridrec_operator.core.sensitivity import pool_admits
 
 # The trigger of re-plans the cost controller asks for (status.lastDecision.trigger names it).

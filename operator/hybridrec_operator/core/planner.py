@@ -45,6 +45,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from hybridrec_operator.api.models import RecModelDeploymentSpec, Sensitivity, Tenancy
 from hybridrec_operator.core.allocator_solvers import clear_solution_cache, solve_greedy, solve_milp

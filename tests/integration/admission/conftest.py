@@ -11,31 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from hybridrec_local.localcluster import LocalCluster
 from support.cleanup import delete_namespace
 from support.stack import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 from admission_support import MALLORY  # noqa: E402
-from operator_harness import ROOT, SAMPLES, Kube  # noqa: E402
-
-POLICY_DIR = ROOT / "manifests" / "policy"
-
-
-@pytest.fixture(scope="session")
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster)
-
-
-@pytest.fixture(scope="session")
-def installed(kube: Kube) -> Kube:
-    """CRDs, sample pools and the admission policies, installed once and awaited active."""
-    kube("apply", "-f", str(ROOT / "manifests" / "crds"))
-    kube("wait", "--for=condition=Established", "--timeout=60s", "crd/computepools.hybridrec.io",
-         "crd/recmodeldeployments.hybridrec.io")
-    kube("apply", "-f", str(SAMPLES / "pools.yaml"))
-    kube("apply", "-f", str(POLICY_DIR))
-    return kube
+from support.kube import Kube  # noqa: E402
 
 
 @pytest.fixture

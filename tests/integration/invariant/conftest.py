@@ -18,8 +18,6 @@ assert _spec is not None and _spec.loader is not None
 _suite = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_suite)
 
-kube = _suite.kube
-installed = _suite.installed
 operator_log_dir = _suite.operator_log_dir
 shared_operator = _suite.shared_operator
 operator = _suite.operator

@@ -12,26 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_harness import OPERATORS, ROOT, SAMPLES, Kube, OperatorProcess, wait_for
+from operator_harness import OPERATORS, Kube, OperatorProcess, wait_for
 
 from hybridrec_local.localcluster import LocalCluster, tail
 from support.cleanup import delete_namespace
-
-
-@pytest.fixture(scope="session")
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster)
-
-
-@pytest.fixture(scope="session")
-def installed(kube: Kube) -> Kube:
-    """CRDs, the sample pools and the admission policy, installed once."""
-    kube("apply", "-f", str(ROOT / "manifests" / "crds"))
-    kube("wait", "--for=condition=Established", "--timeout=60s", "crd/computepools.hybridrec.io",
-         "crd/recmodeldeployments.hybridrec.io")
-    kube("apply", "-f", str(SAMPLES / "pools.yaml"))
-    kube("apply", "-f", str(ROOT / "manifests" / "policy"))
-    return kube
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hybridrec_local.localcluster import LocalCluster
+from support.kube import ROOT, SAMPLES, Kube  # noqa: F401 - the suite's tests import them from here
 from support.operator import OperatorProcess as _OperatorProcess
 from support.stack import wait_for  # noqa: F401 - the suite's tests import it from here
 
-ROOT = Path(__file__).resolve().parents[3]
-SAMPLES = ROOT / "manifests" / "samples"
 BAD_CRS = ROOT / "tests" / "unit" / "operator" / "bad_crs"
 MANAGED = "app.kubernetes.io/managed-by=hybridrec"
 OPERATORS: list["OperatorProcess"] = []
@@ -39,46 +36,6 @@ class OperatorProcess(_OperatorProcess):
                  env: dict[str, str] | None = None, *, via_kopf: bool = False) -> None:
         super().__init__(cluster, log_dir, name, args, {**FAST_ENV, **(env or {})}, via_kopf=via_kopf)
         OPERATORS.append(self)
-
-
-class Kube:
-    """kubectl-based helpers for the tests (what a person would type)."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl(*args, input=input, check=check)
-
-    def get(self, kind: str, name: str | None = None, namespace: str | None = None, selector: str | None = None) -> Any:
-        args = ["get", kind, "-o", "json"]
-        if name:
-            args.insert(2, name)
-        if namespace:
-            args += ["-n", namespace]
-        if selector:
-            args += ["-l", selector]
-        proc = self(*args, check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr:
-                return None
-            raise AssertionError(proc.stderr)
-        return json.loads(proc.stdout)
-
-    def items(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
-        return (self.get(kind, namespace=namespace, selector=selector) or {}).get("items", [])
-
-    def apply(self, docs: list[dict[str, Any]] | str, namespace: str | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
-        text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs)
-        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
-        return self(*args, input=text, check=check)
-
-    def condition(self, rmd: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-        for cond in ((rmd or {}).get("status") or {}).get("conditions") or []:
-            if cond.get("type") == type_:
-                return cond
-        return {}
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:

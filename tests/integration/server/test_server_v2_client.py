@@ -3,7 +3,6 @@ over real HTTP on 127.0.0.1: health, metadata, inference, and the protocol's err
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
