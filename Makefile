@@ -12,7 +12,7 @@ install: ## Install everything (idempotent; cached outside the repo).
 	bash hack/install.sh
 
 test: install ## All three tiers, cluster tests included (never skipped).
-	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -p no:cacheprovider
+	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -p no:cacheprovider --durations=30
 
 test-unit: install
 	$(VENV)/bin/pytest tests/unit -q
