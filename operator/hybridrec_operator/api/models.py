@@ -237,6 +237,38 @@ class Pricing(ApiModel):
     capacity_type: CapacityType = CapacityType.ON_DEMAND
 
 
+# Liqo (liqo.io) shows a peered remote cluster as one virtual node carrying these labels and this taint.
+LIQO_TYPE_LABEL = "liqo.io/type"
+LIQO_VIRTUAL_NODE = "virtual-node"
+LIQO_CLUSTER_LABEL = "liqo.io/remote-cluster-id"
+LIQO_TAINT = "virtual-node.liqo.io/not-allowed"
+REMOTE_UNDECLARED_MESSAGE = (
+    "a pool that selects Liqo virtual nodes (liqo.io/type: virtual-node or liqo.io/remote-cluster-id) must declare "
+    "remoteCluster: the remote cluster's id and its tenancy"
+)
+REMOTE_TENANCY_MESSAGE = (
+    "remoteCluster.tenancy must equal tenancy: a pool of a remote cluster has that cluster's tenancy (any cloud "
+    "provider's cluster is public)"
+)
+REMOTE_SELECTOR_MESSAGE = (
+    "a remote pool must select its cluster's virtual node: nodeSelector needs liqo.io/remote-cluster-id equal to "
+    "remoteCluster.clusterId"
+)
+
+
+class RemoteCluster(ApiModel):
+    """The remote cluster (a Liqo peering) whose virtual node this pool's pods run on."""
+
+    cluster_id: Annotated[
+        str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE,
+                   description="The remote cluster's id, as Liqo labels its virtual node (liqo.io/remote-cluster-id).")
+    ]
+    tenancy: Annotated[
+        Tenancy, Field(description="Tenancy of the remote cluster, declared by whoever peered it: public for any "
+                                   "cloud provider's cluster. Must equal the pool's tenancy.")
+    ]
+
+
 class ComputePoolSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -245,7 +277,15 @@ class ComputePoolSpec(ApiModel):
                     "self.tenancy == 'private' || !self.allowedSensitivity.exists(s, s == 'confidential' || s == 'restricted')",
                     "a public pool cannot allow confidential or restricted data: such data never leaves private pools",
                     ".allowedSensitivity",
-                )
+                ),
+                cel("!has(self.remoteCluster) || self.remoteCluster.tenancy == self.tenancy", REMOTE_TENANCY_MESSAGE,
+                    ".remoteCluster.tenancy"),
+                cel(f"has(self.remoteCluster) || !has(self.nodeSelector) || !('{LIQO_CLUSTER_LABEL}' in self.nodeSelector "
+                    f"|| ('{LIQO_TYPE_LABEL}' in self.nodeSelector && self.nodeSelector['{LIQO_TYPE_LABEL}'] == "
+                    f"'{LIQO_VIRTUAL_NODE}'))", REMOTE_UNDECLARED_MESSAGE, ".nodeSelector"),
+                cel(f"!has(self.remoteCluster) || (has(self.nodeSelector) && '{LIQO_CLUSTER_LABEL}' in self.nodeSelector "
+                    f"&& self.nodeSelector['{LIQO_CLUSTER_LABEL}'] == self.remoteCluster.clusterId)",
+                    REMOTE_SELECTOR_MESSAGE, ".nodeSelector"),
             ]
         }
     )
@@ -273,6 +313,11 @@ class ComputePoolSpec(ApiModel):
         list[Sensitivity], Field(min_length=1, max_length=4, description="Data classes allowed to run here.")
     ]
     startup_seconds: Annotated[int, Field(ge=0, le=3600, description="Typical time to a ready pod, node provisioning included.")] = 60
+    remote_cluster: Annotated[
+        RemoteCluster | None,
+        Field(description="Set when the nodeSelector picks a Liqo virtual node: the remote cluster behind it. Pods "
+                          "then tolerate the virtual node's taint."),
+    ] = None
 
     @field_validator("node_selector")
     @classmethod
@@ -295,6 +340,22 @@ class ComputePoolSpec(ApiModel):
     def _public_pools_refuse_sensitive_data(self) -> ComputePoolSpec:
         if self.tenancy == Tenancy.PUBLIC and SENSITIVE.intersection(self.allowed_sensitivity):
             raise ValueError("a public pool cannot allow confidential or restricted data: such data never leaves private pools")
+        return self
+
+    @model_validator(mode="after")
+    def _remote_cluster_declared(self) -> ComputePoolSpec:
+        # Mirrors the three remoteCluster CEL rules above.
+        selects_virtual = LIQO_CLUSTER_LABEL in self.node_selector or \
+            self.node_selector.get(LIQO_TYPE_LABEL) == LIQO_VIRTUAL_NODE
+        remote = self.remote_cluster
+        if remote is None:
+            if selects_virtual:
+                raise ValueError(REMOTE_UNDECLARED_MESSAGE)
+            return self
+        if remote.tenancy != self.tenancy:
+            raise ValueError(REMOTE_TENANCY_MESSAGE)
+        if self.node_selector.get(LIQO_CLUSTER_LABEL) != remote.cluster_id:
+            raise ValueError(REMOTE_SELECTOR_MESSAGE)
         return self
 
 

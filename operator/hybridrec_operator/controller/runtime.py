@@ -37,7 +37,7 @@ from hybridrec_operator.controller.kube import Kube, api_message, classify, retr
 from hybridrec_operator.controller.seam import ControlSeam
 from hybridrec_operator.controller.workqueue import WorkQueue
 from hybridrec_operator.core import capacity
-from hybridrec_operator.core import conditions
+from hybridrec_operator.core import conditions, remote
 from hybridrec_operator.core.decide import (
     ChildFailure,
     ModelDecision,
@@ -388,14 +388,29 @@ class Runtime:
                              ("free", usage.free_gpus), ("quota", usage.quota_gpus)):
             metrics.POOL_GPUS.labels(name, tenancy, state).set(value)
         old = body.get("status") or {}
-        new = pool_status(pool, usage, old, meta_of(body).get("generation"), datetime.now(UTC))
+        now, generation = datetime.now(UTC), meta_of(body).get("generation")
+        new = pool_status(pool, usage, old, generation, now)
+        # Liqo virtual nodes: undeclared, unlabelled or NotReady ones are named in RemoteClusterReady (and an event).
+        new["conditions"] = remote.set_remote_condition(pool, remote.findings(pool, self.nodes(), self.pools()),
+                                                        new["conditions"], generation, now)
+        news = remote_news(old.get("conditions") or [], new["conditions"])
         if new != {k: old.get(k) for k in new}:
             path = f"/apis/{GROUP_VERSION}/computepools/{name}/status"
             written = await self.loop.run_in_executor(self.executor, lambda: self.kube.request(
                 "PATCH", path, body={"status": new}, content_type="application/merge-patch+json"))
             self.writes += 1
             self.written[(POOL_KIND, "", name)] = written
+            if news is not None:
+                await self.loop.run_in_executor(self.executor, self._pool_event, body, *news)
         metrics.RECONCILE_SECONDS.labels(kind=POOL_KIND).observe(time.perf_counter() - started)
+
+    def _pool_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        involved = {"apiVersion": API_VERSION, "kind": POOL_KIND, "metadata": meta_of(body)}
+        try:
+            self.kube.post_event(involved, reason=reason, message=message, type_=type_, instance=self.identity)
+            self.writes += 1
+        except ApiException as exc:  # an event is informative: the condition carries the same sentence
+            log.warning("could not post event %s for pool %s: %s", reason, meta_of(body).get("name"), api_message(exc))
 
     async def _pool_failed(self, name: str, body: Mapping[str, Any], message: str) -> None:
         old = body.get("status") or {}
@@ -474,6 +489,18 @@ class Runtime:
     def replan_pools(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else list(self._index("hybridrec_pools")):
             self.queue.add(f"pool:{name}", "capacity", self.config.pool_status_delay)
+
+
+def remote_news(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]) -> tuple[str, str, str] | None:
+    """The event for a pool's RemoteClusterReady condition that changed (Warning when it turned bad, Normal when it
+    recovered), None when it did not change."""
+    before = conditions.get_condition(old, remote.REMOTE_CLUSTER_READY) or {}
+    after = conditions.get_condition(new, remote.REMOTE_CLUSTER_READY)
+    if after is None or (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+        return None
+    if after.get("status") == "True" and not before:
+        return None  # a healthy remote pool seen for the first time: nothing to tell
+    return ("Normal" if after.get("status") == "True" else "Warning", str(after.get("reason")), str(after.get("message")))
 
 
 def _kind_of(item: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from hybridrec_operator.api.models import ComputePool
+from hybridrec_operator.core import remote
 from hybridrec_operator.core.placement import PoolView
 
 MODEL_LABEL = "hybridrec.io/model"
@@ -118,7 +119,8 @@ def _usage(pool: ComputePool, nodes: Sequence[Mapping[str, Any]], pods: Sequence
     resource = pool.spec.gpu.resource_name
     members = [n for n in nodes if matches(pool.spec.node_selector, _labels(n))]
     mismatched = tenancy_mismatch(pool, members)
-    ready = [n for n in members if node_ready(n) and _name(n) not in mismatched]
+    # A Liqo virtual node is room only for a pool that declares its remote cluster (core/remote.py).
+    ready = [n for n in members if node_ready(n) and _name(n) not in mismatched and remote.offers_room(pool.spec, n)]
     bound: dict[str, int] = {}
     for pod in pods:
         if pod_active(pod) and _node_name(pod):

@@ -24,6 +24,7 @@ from hybridrec_operator.api.models import (
     RecModelDeployment,
     Tenancy,
 )
+from hybridrec_operator.core import remote
 from hybridrec_operator.core.placement import PlacementPlan
 from hybridrec_operator.core.sensitivity import pool_admits
 
@@ -106,8 +107,10 @@ def node_affinity(rmd: RecModelDeployment, pool: ComputePool) -> dict[str, Any]:
 
 
 def _tolerations(pool: ComputePool) -> list[dict[str, Any]]:
-    """The pool's tolerations without empty fields (an empty key/effect means "any" only when omitted cleanly)."""
-    return [{k: v for k, v in t.to_wire().items() if v != ""} for t in pool.spec.tolerations]
+    """The pool's tolerations without empty fields (an empty key/effect means "any" only when omitted cleanly), plus
+    Liqo's virtual-node taint for a pool on a remote cluster (``core/remote.py``)."""
+    rendered = [{k: v for k, v in t.to_wire().items() if v != ""} for t in pool.spec.tolerations]
+    return rendered + remote.extra_tolerations(pool.spec, rendered)
 
 
 def server_env(rmd: RecModelDeployment, pool: ComputePool) -> list[dict[str, str]]:
@@ -194,8 +197,8 @@ def build_deployment(rmd: RecModelDeployment, pool: ComputePool, replicas: int) 
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
-    if pool.spec.tolerations:
-        pod_spec["tolerations"] = _tolerations(pool)
+    if tolerations := _tolerations(pool):
+        pod_spec["tolerations"] = tolerations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -28,7 +28,10 @@ def pool_admits(sensitivity: Sensitivity, pool: ComputePoolSpec, *, allow_public
     sensitivity = Sensitivity(sensitivity)
     if sensitivity not in pool.allowed_sensitivity:
         return False, f"pool does not allow {sensitivity.value} data"
-    if pool.tenancy == Tenancy.PUBLIC:
+    # A pool on a remote cluster (Liqo virtual node) is public when either its tenancy or the remote cluster's
+    # declared tenancy says so (the CRD already requires both to agree; this holds whatever the input).
+    remote_public = pool.remote_cluster is not None and pool.remote_cluster.tenancy == Tenancy.PUBLIC
+    if pool.tenancy == Tenancy.PUBLIC or remote_public:
         # Defence in depth: the CRD already refuses public pools that list sensitive classes.
         if sensitivity in SENSITIVE:
             return False, f"{sensitivity.value} data never runs on a public pool"
