@@ -17,7 +17,7 @@ from hybridrec_operator.core.cost_types import ClusterSnapshot, ModelOutcome, Ro
 # Replicas, cost per hour and shortfall per pool are published by the reconcile (runtime.py) from the plan it
 # applies (the same path as placement); publishing them here too would give two writers to one series.
 MODEL_GAUGES = (m.PROJECTED_MONTH_SPEND, m.BUDGET, m.BUDGET_UTILIZATION, m.COST_PER_1K_REQUESTS, m.ROI, m.SLO_TARGET,
-                m.SLO_ATTAINED, m.DEMAND, m.FORECAST, m.OBSERVED, m.POOL_CAPACITY, m.POOL_RPS_PER_REPLICA,
+                m.SLO_ATTAINED, m.DEMAND, m.FORECAST, m.WANTED, m.OBSERVED, m.POOL_CAPACITY, m.POOL_RPS_PER_REPLICA,
                 m.POOL_COST_PER_1K_REQUESTS)
 
 
@@ -50,6 +50,8 @@ def metric_values(out: ModelOutcome, rmd: RecModelDeployment) -> dict[Any, dict[
         values[m.DEMAND][(ns, name)] = out.demand_rps
     if out.observed and out.forecast_rps is not None:
         values[m.FORECAST][(ns, name)] = out.forecast_rps
+    if out.observed and out.wanted is not None:
+        values[m.WANTED][(ns, name)] = out.wanted
     values[m.OBSERVED][(ns, name, out.observed_reason)] = 1.0 if out.observed else 0.0
     # Per admitted pool: what one replica serves there and where that figure comes from, what the planned replicas
     # serve, and the price of 1,000 requests there (the allocator's ranking, shown).

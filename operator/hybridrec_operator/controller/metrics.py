@@ -33,6 +33,11 @@ SLO_TARGET = Gauge("hybridrec_slo_p95_seconds", "A model's p95 latency SLO.", MO
 SLO_ATTAINED = Gauge("hybridrec_slo_attained", "1 when the observed p95 is within the SLO, 0 when not.", MODEL, registry=REGISTRY)
 DEMAND = Gauge("hybridrec_demand_rps", "Observed request rate the controller steers by.", MODEL, registry=REGISTRY)
 FORECAST = Gauge("hybridrec_forecast_rps", "Demand the allocator provisions for (forecast incl. declared events).", MODEL, registry=REGISTRY)
+WANTED = Gauge(
+    "hybridrec_wanted_replicas",
+    "Replicas a model needs this round after its scale-down stabilisation window, in replicas of its reference capacity "
+    "(scaling.targetRpsPerReplica); a pool whose replicas serve more counts for more (HPA's desiredReplicas).",
+    MODEL, registry=REGISTRY)
 OBSERVED = Gauge("hybridrec_observed", "1 when the controller has fresh metrics for the model, 0 when missing or stale.", [*MODEL, "reason"], registry=REGISTRY)
 POOL_CAPACITY = Gauge(
     "hybridrec_pool_capacity_rps", "RPS a model's planned replicas on a pool serve within the SLO (per-pool capacity x replicas).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +339,15 @@ def test_gauges_per_pool_and_they_go_with_the_model() -> None:
     publisher.publish(RoundResult(T0 + 60, {}, None, 0.0), snapshot())
     assert m.REGISTRY.get_sample_value("hybridrec_pool_capacity_rps", {"namespace": "shop", "model": "public-recs",
                                                                        "pool": "onprem-t4", "source": "default"}) is None
+
+
+def test_wanted_replicas_gauge_shows_the_stabilised_want_and_only_with_fresh_data() -> None:
+    res = rounds(model(), {"onprem-t4": 1}, busy(5, {"onprem-t4": 1}, 10), 1)[0]
+    out = res.outcomes[KEY]
+    rmd = snapshot((model(), {"onprem-t4": 1})).models[0].rmd
+    assert out.wanted is not None and out.wanted >= 1
+    assert metric_values(out, rmd)[m.WANTED] == {("shop", "public-recs"): out.wanted}
+    assert metric_values(dataclasses.replace(out, observed=False, observed_reason="MetricsStale"), rmd)[m.WANTED] == {}
 
 
 def test_solver_limit_defaults_to_the_measured_p99() -> None:
