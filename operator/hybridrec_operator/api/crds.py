@@ -27,6 +27,7 @@ from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
 from hybridrec_operator.api.models import GROUP, VERSION, ComputePool, RecModelDeployment
+from hybridrec_operator.api.training_run import RecModelTrainingRun
 
 HEADER = "# Generated from operator/hybridrec_operator/api/models.py by `python -m hybridrec_operator.api.crds`. Do not edit by hand.\n"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -244,9 +245,27 @@ def recmodeldeployment_crd() -> dict[str, Any]:
                 schema=schema, columns=columns, subresources=subresources)
 
 
+def recmodeltrainingrun_crd() -> dict[str, Any]:
+    """The namespaced RecModelTrainingRun CRD: one retraining, its phase, pool, scores and cost (api/training_run.py)."""
+    schema = openapi_schema(RecModelTrainingRun)
+    _list_types(schema, {("status", "conditions"): "type"}, ())
+    schema = _ordered({**schema, "description": "One retraining of a RecModelDeployment: where it ran, what it scored, what it cost, whether it was promoted."})
+    columns = [
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Pool", "type": "string", "jsonPath": ".status.pool"},
+        {"name": "HR@10", "type": "number", "jsonPath": ".status.evaluation.hitRateAt10"},
+        {"name": "Serving HR@10", "type": "number", "jsonPath": ".status.evaluation.servingHitRateAt10"},
+        {"name": "Cost", "type": "number", "jsonPath": ".status.cost", "description": "Measured cost in .status.currency."},
+        _age(),
+    ]
+    return _crd(kind="RecModelTrainingRun", plural="recmodeltrainingruns", short="rmtr", scope="Namespaced",
+                schema=schema, columns=columns, subresources={"status": {}})
+
+
 def build_crds() -> list[dict[str, Any]]:
-    """Both CRDs, ComputePool first."""
-    return [computepool_crd(), recmodeldeployment_crd()]
+    """Every CRD, ComputePool first."""
+    return [computepool_crd(), recmodeldeployment_crd(), recmodeltrainingrun_crd()]
 
 
 def crd_filename(crd: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from hybridrec_operator.api.training import TrainingPolicy, check_training_sensitivity, training_sensitivity_rule
+
 GROUP = "hybridrec.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -231,10 +233,22 @@ class GpuSpec(ApiModel):
         return value
 
 
+class PriceSource(StrEnum):
+    STATIC = "static"  # spec.pricing.pricePerGpuHour
+    OPENCOST = "opencost"  # OpenCost's node_gpu_hourly_cost in Prometheus, averaged over the pool's nodes
+
+
 class Pricing(ApiModel):
-    price_per_gpu_hour: Annotated[float, Field(ge=0, le=1000, description="Price of one GPU for one hour.")]
+    price_per_gpu_hour: Annotated[float, Field(ge=0, le=1000, description="Price of one GPU for one hour; with "
+                                                                          "source opencost, the fallback price.")]
     currency: Annotated[str, Field(pattern=CURRENCY, description="ISO 4217 code of the price.")] = "USD"
     capacity_type: CapacityType = CapacityType.ON_DEMAND
+    source: Annotated[
+        PriceSource,
+        Field(description="static: pricePerGpuHour. opencost: OpenCost's node_gpu_hourly_cost series in Prometheus, "
+                          "averaged over the pool's nodes and refreshed on a timer; pricePerGpuHour is used while they "
+                          "are missing, stale or invalid (status.price says which price is in use)."),
+    ] = PriceSource.STATIC
 
 
 # Liqo (liqo.io) shows a peered remote cluster as one virtual node carrying these labels and this taint.
@@ -372,10 +386,25 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
+class PoolPriceStatus(ApiModel):
+    """The price per GPU-hour the operator plans with, and where it comes from (pools with pricing.source opencost)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    price_per_gpu_hour: float
+    currency: str = "USD"
+    source: PriceSource
+    detail: Annotated[str, Field(max_length=4096, description="Which series and nodes, or why the fallback.")] = ""
+    nodes: Annotated[int, Field(description="Nodes whose OpenCost price went into the average.")] = 0
+    spot_nodes: Annotated[int | None, Field(description="Of those, nodes OpenCost reports as spot.")] = None
+    observed_at: str | None = None
+
+
 class ComputePoolStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
     observed_generation: int | None = None
+    price: PoolPriceStatus | None = None
     nodes: int = 0
     ready_nodes: int = 0
     allocatable_gpus: int = 0
@@ -654,6 +683,16 @@ class Economics(ApiModel):
     business_value: BusinessValue = Field(default_factory=BusinessValue)
 
 
+class Training(TrainingPolicy):
+    """spec.training: retrain on a schedule, gate, promote (api/training.py; placement in core/training.py)."""
+
+    data_sensitivity: Annotated[
+        Sensitivity | None,
+        Field(description="Data class of the training input; unset: the model's. Never less strict than the model's."),
+    ] = None
+    resources: Resources = Field(default_factory=Resources)
+
+
 class RecModelDeploymentSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -668,6 +707,7 @@ class RecModelDeploymentSpec(ApiModel):
                     "replicas must not exceed scaling.maxReplicas",
                     ".replicas",
                 ),
+                training_sensitivity_rule(),
             ]
         }
     )
@@ -684,6 +724,7 @@ class RecModelDeploymentSpec(ApiModel):
     budget: Budget | None = None
     placement: Placement = Field(default_factory=Placement)
     economics: Economics | None = None
+    training: Training | None = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RecModelDeploymentSpec:
@@ -691,6 +732,8 @@ class RecModelDeploymentSpec(ApiModel):
             raise ValueError("allowPublicBurst cannot be true for confidential or restricted data: such data never leaves private pools")
         if self.replicas is not None and self.replicas > self.scaling.max_replicas:
             raise ValueError("replicas must not exceed scaling.maxReplicas")
+        if self.training is not None:
+            check_training_sensitivity(self.data_sensitivity.value, self.training.data_sensitivity)
         return self
 
 

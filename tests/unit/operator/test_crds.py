@@ -54,7 +54,8 @@ def test_exactly_the_generated_files_are_committed() -> None:
 
 def test_write_crds_writes_both_files(tmp_path: Path) -> None:
     written = crds.write_crds(tmp_path / "out")
-    assert sorted(p.name for p in written) == ["hybridrec.io_computepools.yaml", "hybridrec.io_recmodeldeployments.yaml"]
+    assert sorted(p.name for p in written) == ["hybridrec.io_computepools.yaml", "hybridrec.io_recmodeldeployments.yaml",
+                                                  "hybridrec.io_recmodeltrainingruns.yaml"]
     for path in written:
         assert path.read_text(encoding="utf-8").startswith("# Generated")
 
