@@ -233,9 +233,9 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
         plan = apply_verdict(plan, snap.verdict, spec)
     decision.plan = plan
 
-    # Children: one Deployment per assigned pool, the Service, the PDB, the NetworkPolicy of a sensitive model; owned
-    # by the model for garbage collection. A live object of a child's name that this model does not own is a
-    # conflict: never applied over, never deleted.
+    # Children: one Deployment per assigned pool, the Service, the PDB of a model that can run more than one replica,
+    # the NetworkPolicy of a sensitive model; owned by the model for garbage collection. A live object of a child's
+    # name that this model does not own is a conflict: never applied over, never deleted.
     pools_by_name = {p.name: p for p in snap.pools}
     children = render.build_children(rmd, plan, pools_by_name, network_policy=True)
     owner = {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", RMD_KIND), "metadata": dict(meta)}
@@ -332,9 +332,10 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     return decision
 
 
-# Children the reconcile removes when the plan no longer wants them (Services and PDBs always are wanted), with the
-# apiVersion to use when the live copy does not say.
-_REMOVABLE = {"Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1"}
+# Children the reconcile removes when the plan no longer wants them (the Service always is wanted; a PDB is not once
+# the model can run only one replica), with the apiVersion to use when the live copy does not say. Only our own
+# (controller ownerReference to this model's uid) are removed, with a uid precondition.
+_REMOVABLE = {"Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1", "PodDisruptionBudget": "policy/v1"}
 
 
 def conflict(kind: str, namespace: str, name: str, live: Mapping[str, Any] | None, model: str) -> ChildFailure:

@@ -1,8 +1,9 @@
 """Child objects of a RecModelDeployment, as plain dicts (pure, dask-kubernetes style ``build_*``).
 
-One Deployment per pool with replicas (``<model>-<pool>``), one Service over all pools and one PodDisruptionBudget;
-for confidential/restricted models a NetworkPolicy (``build_network_policy``) admitting only the clients the spec
-names and the metrics scrape from the monitoring namespace.
+One Deployment per pool with replicas (``<model>-<pool>``), one Service over all pools, one PodDisruptionBudget when
+the model can run more than one replica (``wants_pdb``); for confidential/restricted models a NetworkPolicy
+(``build_network_policy``) admitting only the clients the spec names and the metrics scrape from the monitoring
+namespace.
 Every pod carries the pool's nodeSelector and tolerations plus a *required* node affinity on its tenancy; pods of
 confidential/restricted models require ``hybridrec.io/tenancy In [private]`` in every term, which the
 ValidatingAdmissionPolicy in ``manifests/policy/`` enforces again at admission.
@@ -238,6 +239,18 @@ def build_service(rmd: RecModelDeployment) -> dict[str, Any]:
     }
 
 
+def max_replicas(rmd: RecModelDeployment) -> int:
+    """The most replicas the model can ever run: the pinned ``spec.replicas``, else ``scaling.maxReplicas``."""
+    return rmd.spec.replicas if rmd.spec.replicas is not None else rmd.spec.scaling.max_replicas
+
+
+def wants_pdb(rmd: RecModelDeployment) -> bool:
+    """Whether the model gets a PodDisruptionBudget: only when it can run more than one replica. With one pod,
+    ``maxUnavailable: 1`` lets every eviction through, so the budget protects nothing and cost an object and a
+    write per model. A spec-level rule (not the current plan), so scaling between 1 and 2 never churns the PDB."""
+    return max_replicas(rmd) > 1
+
+
 def build_pdb(rmd: RecModelDeployment) -> dict[str, Any]:
     """At most one of the model's pods voluntarily disrupted at a time, across pools."""
     return {
@@ -303,7 +316,7 @@ def build_children(
     network_policy: bool = False,
     monitoring_namespace_selector: Mapping[str, str] = DEFAULT_MONITORING_NAMESPACE_SELECTOR,
 ) -> list[dict[str, Any]]:
-    """Every child the plan implies: a Deployment per assigned pool, then the Service and the PDB.
+    """Every child the plan implies: a Deployment per assigned pool, then the Service and (``wants_pdb``) the PDB.
 
     ``keep_pools``: pools whose Deployment should stay at 0 replicas rather than disappear (saves a re-create when
     the model comes back soon); pools that no longer exist or no longer admit the model are skipped.
@@ -319,7 +332,8 @@ def build_children(
         if admitted:
             children.append(build_deployment(rmd, pools[name], 0))
     children.append(build_service(rmd))
-    children.append(build_pdb(rmd))
+    if wants_pdb(rmd):
+        children.append(build_pdb(rmd))
     if network_policy and (policy := build_network_policy(rmd, monitoring_namespace_selector)) is not None:
         children.append(policy)
     return children
