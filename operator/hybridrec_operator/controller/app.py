@@ -24,6 +24,8 @@ from hybridrec_operator.controller.cost_controller import CostController, contro
 from hybridrec_operator.controller.guard import PlacementGuard
 from hybridrec_operator.controller.kube import Kube, new_api_client
 from hybridrec_operator.controller.leader import AlwaysLeader, KubeLeaseStore, LeaderElector
+from hybridrec_operator.controller.observe import HttpPromClient
+from hybridrec_operator.controller.pricing import PriceRefresher
 from hybridrec_operator.controller.runtime import LEADER_TRIGGER, Runtime
 from hybridrec_operator.controller.seam import ControlSeam
 from hybridrec_operator.core.cost_types import ControllerConfig
@@ -126,6 +128,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, indices: Mappi
     # with the runtime's tasks, and a takeover checks at once what the previous leader may have missed.
     op.guard = PlacementGuard(runtime, interval=config.resync_seconds)
     runtime.tasks.append(asyncio.create_task(op.guard.run(), name="hybridrec-placement-guard"))
+    runtime.tasks.append(asyncio.create_task(_price_refresher(runtime, leader).run(), name="hybridrec-prices"))
     if isinstance(leader, LeaderElector):
         leader.on_started = _on_started(runtime, op.guard)
         op.leader_task = asyncio.create_task(leader.run(), name="hybridrec-leader-election")
@@ -138,6 +141,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, indices: Mappi
     log.info("hybridrec operator started: %s, %d workers, metrics on %s:%s", election, config.workers,
              config.metrics_address, config.metrics_port or "off")
     return op
+
+
+def _price_refresher(runtime: Runtime, leader: LeaderElector | AlwaysLeader) -> PriceRefresher:
+    """OpenCost prices for pools with pricing.source opencost, from the Prometheus that scrapes OpenCost."""
+    config = runtime.config
+    url = config.opencost_prometheus_url or os.environ.get("HYBRIDREC_PROMETHEUS_URL", "")
+    client = HttpPromClient(url, timeout_s=5.0) if url else None
+    return PriceRefresher(runtime, client, interval_s=config.price_refresh_seconds,
+                          max_age_s=config.price_max_age_seconds, is_active=lambda: leader.is_leader)
 
 
 def _on_started(runtime: Runtime, guard: PlacementGuard) -> Any:

@@ -46,6 +46,11 @@ class OperatorConfig:
     # The namespaces served, comma-separated (``--namespace``, repeatable); empty: every namespace. Exact names
     # (no globs) need no right to list or watch Namespaces: kopf is told not to scan for them.
     namespaces: str = ""
+    # OpenCost prices (controller/pricing.py) for pools with pricing.source opencost: the Prometheus that scrapes
+    # OpenCost (empty: HYBRIDREC_PROMETHEUS_URL), how often to read it, and how old a sample may be.
+    opencost_prometheus_url: str = ""
+    price_refresh_seconds: float = 60.0
+    price_max_age_seconds: float = 180.0
 
     def served_namespaces(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]

@@ -30,7 +30,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from hybridrec_operator.api.models import API_VERSION, ComputePool, parse_pool
+from hybridrec_operator.api.models import API_VERSION, ComputePool, PriceSource, parse_pool
 from hybridrec_operator.controller import metrics
 from hybridrec_operator.controller.config import OperatorConfig
 from hybridrec_operator.controller.kube import Kube, api_message, classify, retry_delay
@@ -61,6 +61,8 @@ from hybridrec_operator.core.objects import (
     owned_by,
     placements_of,
 )
+from hybridrec_operator.core.pricing import CONDITION as PRICE_CONDITION
+from hybridrec_operator.core.pricing import PoolPrice, apply_price, price_condition
 
 log = logging.getLogger("hybridrec.operator")
 
@@ -99,6 +101,7 @@ class Runtime:
     fingerprints: dict[str, Any] = field(default_factory=dict)  # node name -> what capacity depends on
     shortfall: set[str] = field(default_factory=set)  # models with CapacityShortfall
     desired: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # last rendered children
+    prices: dict[str, PoolPrice] = field(default_factory=dict)  # opencost pools' prices (controller/pricing.py)
     writes: int = 0
 
     # ---- entry points for the seam, the leader and the cost controller ---------------------------------------
@@ -147,6 +150,11 @@ class Runtime:
         return fresher(bodies[0] if bodies else None, self.written.get((RMD_KIND, namespace, name)))
 
     def pools(self) -> list[ComputePool]:
+        """The pools as planners see them: an opencost pool carries the price OpenCost gives it (core/pricing.py)."""
+        return [apply_price(p, self.prices.get(p.name)) for p in self.spec_pools()]
+
+    def spec_pools(self) -> list[ComputePool]:
+        """The pools as their specs say (static prices)."""
         pools = []
         for body in (b for store in self._index("hybridrec_pools").values() for b in store):
             try:
@@ -393,15 +401,26 @@ class Runtime:
         # Liqo virtual nodes: undeclared, unlabelled or NotReady ones are named in RemoteClusterReady (and an event).
         new["conditions"] = remote.set_remote_condition(pool, remote.findings(pool, self.nodes(), self.pools()),
                                                         new["conditions"], generation, now)
-        news = remote_news(old.get("conditions") or [], new["conditions"])
+        price = self.prices.get(name)
+        if pool.spec.pricing.source == PriceSource.OPENCOST and price is not None:
+            # Which price the planners use and where from; a fallback to the static price is a False condition.
+            new["price"] = price.status(conditions.timestamp(now))
+            new["conditions"] = conditions.set_condition(new["conditions"], PRICE_CONDITION, *price_condition(price),
+                                                         generation, now)
+        elif pool.spec.pricing.source != PriceSource.OPENCOST and (
+                old.get("price") is not None or conditions.get_condition(new["conditions"], PRICE_CONDITION)):
+            new["price"] = None  # back to a static price: merge-patch null removes the field
+            new["conditions"] = [c for c in new["conditions"] if c.get("type") != PRICE_CONDITION]
+        news = [n for n in (condition_news(old.get("conditions") or [], new["conditions"], t)
+                            for t in (remote.REMOTE_CLUSTER_READY, PRICE_CONDITION)) if n is not None]
         if new != {k: old.get(k) for k in new}:
             path = f"/apis/{GROUP_VERSION}/computepools/{name}/status"
             written = await self.loop.run_in_executor(self.executor, lambda: self.kube.request(
                 "PATCH", path, body={"status": new}, content_type="application/merge-patch+json"))
             self.writes += 1
             self.written[(POOL_KIND, "", name)] = written
-            if news is not None:
-                await self.loop.run_in_executor(self.executor, self._pool_event, body, *news)
+            for event in news:
+                await self.loop.run_in_executor(self.executor, self._pool_event, body, *event)
         metrics.RECONCILE_SECONDS.labels(kind=POOL_KIND).observe(time.perf_counter() - started)
 
     def _pool_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -491,15 +510,16 @@ class Runtime:
             self.queue.add(f"pool:{name}", "capacity", self.config.pool_status_delay)
 
 
-def remote_news(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]) -> tuple[str, str, str] | None:
-    """The event for a pool's RemoteClusterReady condition that changed (Warning when it turned bad, Normal when it
-    recovered), None when it did not change."""
-    before = conditions.get_condition(old, remote.REMOTE_CLUSTER_READY) or {}
-    after = conditions.get_condition(new, remote.REMOTE_CLUSTER_READY)
+def condition_news(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]],
+                   type_: str) -> tuple[str, str, str] | None:
+    """The event for a pool condition (RemoteClusterReady, OpenCostPrice) whose status or reason changed: Warning
+    when it turned bad, Normal when it recovered; None when it did not change."""
+    before = conditions.get_condition(old, type_) or {}
+    after = conditions.get_condition(new, type_)
     if after is None or (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
         return None
     if after.get("status") == "True" and not before:
-        return None  # a healthy remote pool seen for the first time: nothing to tell
+        return None  # healthy when first seen: nothing to tell
     return ("Normal" if after.get("status") == "True" else "Warning", str(after.get("reason")), str(after.get("message")))
 
 

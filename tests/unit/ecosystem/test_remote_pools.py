@@ -20,7 +20,7 @@ from hybridrec_operator.api.models import (
     parse_pool,
     parse_rmd,
 )
-from hybridrec_operator.controller.runtime import remote_news
+from hybridrec_operator.controller.runtime import condition_news
 from hybridrec_operator.core import capacity, remote
 from hybridrec_operator.core.placement import PoolView, plan_placement
 from hybridrec_operator.core.render import build_deployment
@@ -187,9 +187,9 @@ def test_events_only_when_the_remote_condition_changes() -> None:
     up = remote.set_remote_condition(aws, remote.findings(aws, [virtual_node("v", "aws-eu-west-1", "public")]), [], 1, NOW)
     down = remote.set_remote_condition(
         aws, remote.findings(aws, [virtual_node("v", "aws-eu-west-1", "public", ready=False)]), up, 1, NOW)
-    assert remote_news([], up) is None  # healthy from the start: nothing to tell
-    assert remote_news(up, up) is None
-    news = remote_news(up, down)
+    assert condition_news([], up, "RemoteClusterReady") is None  # healthy from the start: nothing to tell
+    assert condition_news(up, up, "RemoteClusterReady") is None
+    news = condition_news(up, down, "RemoteClusterReady")
     assert news is not None and news[:2] == ("Warning", "VirtualNodeNotReady") and "v of remote cluster" in news[2]
-    assert remote_news(down, down) is None
-    assert remote_news(down, up)[:2] == ("Normal", "VirtualNodesReady")  # type: ignore[index]
+    assert condition_news(down, down, "RemoteClusterReady") is None
+    assert condition_news(down, up, "RemoteClusterReady")[:2] == ("Normal", "VirtualNodesReady")  # type: ignore[index]
