@@ -127,3 +127,13 @@ def test_the_refresher_replans_models_only_when_a_price_moves() -> None:
     # Without a Prometheus the pool is priced statically (NotConfigured): a move back to 1.5.
     assert asyncio.run(refresher.refresh()) == ["oc"]
     assert runtime.prices["oc"].reason == "NotConfigured"
+
+
+def test_the_sample_opencost_pool_parses() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[3] / "manifests" / "samples" / "opencost-pool.yaml"
+    (sample,) = [parse_pool(d) for d in yaml.safe_load_all(path.read_text()) if d]
+    assert sample.spec.pricing.source == PriceSource.OPENCOST and sample.spec.pricing.price_per_gpu_hour == 1.2
