@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from hybridrec_operator.api.models import API_VERSION
-from hybridrec_operator.controller import app, events
+from hybridrec_operator.controller import app, events, training
 from hybridrec_operator.core.objects import MANAGED, MODEL_LABEL, compact_meta, compact_node, compact_pod, requests_accelerators
 
 GROUP_VERSION = API_VERSION  # hybridrec.io/v1alpha1
@@ -148,12 +148,35 @@ async def networkpolicy_event(type: str | None, body: kopf.Body, namespace: str,
         events.on_child(op.runtime, type, body, namespace, labels)
 
 
+# ------------------------------------------------------------------------------------------------ retraining
+# controller/training.py does the work in its own loop; a run or a training Job that changes only wakes it.
+
+TRAINING_MEMO_KEY = "hybridrec_training"
+TRAINING_JOBS = {"app.kubernetes.io/managed-by": "hybridrec", "app.kubernetes.io/component": training.core.COMPONENT}
+
+
+@kopf.on.event(GROUP_VERSION, "recmodeltrainingruns")
+async def training_run_event(memo: kopf.Memo, **_: Any) -> None:
+    if loop := memo.get(TRAINING_MEMO_KEY):
+        loop.poke()
+
+
+@kopf.on.event("batch/v1", "jobs", labels=TRAINING_JOBS)
+async def training_job_event(memo: kopf.Memo, **_: Any) -> None:
+    if loop := memo.get(TRAINING_MEMO_KEY):
+        loop.poke()
+
+
 # ------------------------------------------------------------------------------------------ startup / probes
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    await app.start(settings, memo, {name: kwargs[name] for name in kwargs if name.startswith("hybridrec_")})
+    op = await app.start(settings, memo, {name: kwargs[name] for name in kwargs if name.startswith("hybridrec_")})
+    loop, task = training.start_loop(op.runtime.kube, op.leader, identity=op.runtime.identity,
+                                     namespaces=op.runtime.config.served_namespaces() if op.runtime.config.exact_namespaces() else [])
+    op.runtime.tasks.append(task)  # cancelled with the runtime's tasks at shutdown
+    memo[TRAINING_MEMO_KEY] = loop
 
 
 @kopf.on.cleanup()

@@ -75,3 +75,9 @@ SENSITIVE_PLACEMENT_VIOLATIONS = Counter(
     "Pods of confidential/restricted models found on a node not labelled hybridrec.io/tenancy=private (each pod "
     "counted once; hybridrec deletes those it created).", [*MODEL, "node"], registry=REGISTRY,
 )
+TRAINING_COST = Gauge(
+    "hybridrec_training_cost",
+    "Measured cost of one training run: GPU-hours its pods held (reclaimed ones too) x its pool's price per GPU-hour "
+    "(controller/training.py); removed when the run is deleted. sum by (namespace, model) is a model's training spend.",
+    [*MODEL, "run", "pool", "currency"], registry=REGISTRY,
+)

@@ -42,8 +42,8 @@ def s3() -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def interactions_uri(s3: tuple[str, Any]) -> str:
-    """150 MovieLens 100K users as the documented CSV (header, user_id,item_id,rating,timestamp)."""
-    raw = subsample_users(read_interactions(movielens_100k_path()), 150, 0)
+    """120 MovieLens 100K users as the documented CSV (header, user_id,item_id,rating,timestamp)."""
+    raw = subsample_users(read_interactions(movielens_100k_path()), 120, 0)
     lines = ["user_id,item_id,rating,timestamp"] + [f"{u},{i},4,{int(t)}" for u, i, t in zip(raw.users, raw.items, raw.timestamps)]
     s3[1].put_object(Bucket=BUCKET, Key="data/interactions.csv", Body="\n".join(lines).encode())
     return f"s3://{BUCKET}/data/interactions.csv"
@@ -61,7 +61,7 @@ def serving(s3: tuple[str, Any], interactions_uri: str, tmp_path_factory: pytest
     return uri, push(path, uri, client=s3[1])
 
 
-def job_env(data_uri: str, output: str, serving: tuple[str, str] | None, termination: Path, epochs: int = 3) -> dict[str, str]:
+def job_env(data_uri: str, output: str, serving: tuple[str, str] | None, termination: Path, epochs: int = 2) -> dict[str, str]:
     env = {"HYBRIDREC_TRAIN_DATA_URI": data_uri, "HYBRIDREC_TRAIN_OUTPUT_URI": output, "HYBRIDREC_TRAIN_EPOCHS": str(epochs),
            "HYBRIDREC_TRAIN_ARCHITECTURE": "two-tower", "HYBRIDREC_TRAIN_VERSION": output.rstrip("/").rsplit("/", 1)[-1],
            "HYBRIDREC_TERMINATION_LOG": str(termination)}

@@ -1,0 +1,520 @@
+"""Retraining I/O: schedule runs, create their Jobs, read their results, gate, keep the run's status and cost.
+
+Decisions are ``core/training.py``'s; this module reads the cluster, asks, and writes. One pass
+(``TrainingController.sync``) lists the models with ``spec.training``, their runs, the pools, and for each active run
+its Job and pods; the operator runs a pass every ``interval`` seconds and at once when a run or a training Job
+changes (handlers.py pokes it). Only the leader acts.
+
+What it writes, and nothing else:
+
+* ``RecModelTrainingRun`` objects for due schedules (owned by their model, labelled managed-by hybridrec), their
+  status, and deletes of finished runs beyond ``historyLimit`` that it created;
+* one ``batch/v1`` Job per run (owned by the run: deleting a run deletes its Job and pods); a Job of the run's name
+  that hybridrec did not create is never touched: the run fails with ``JobNameTaken``;
+* events on the run for every transition and failure.
+
+It never edits a model's spec (its RBAC cannot): a version that passes the gate waits in ``AwaitingPromotion`` and the
+run's status says the one command that promotes it; when the model serves that version (its spec.model.sha256 is
+the run's), the run moves to Promoting and, after the bake window with the model Ready, to Promoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from hybridrec_operator.api.models import API_VERSION, RecModelDeployment, parse_pool, parse_rmd
+from hybridrec_operator.api.training_run import (
+    TERMINAL_PHASES,
+    Evaluation,
+    RecModelTrainingRun,
+    RunPhase,
+    parse_run,
+)
+from hybridrec_operator.controller import metrics as m
+from hybridrec_operator.controller.kube import Kube, api_message
+from hybridrec_operator.core import training as core
+from hybridrec_operator.core.conditions import set_condition, timestamp
+from hybridrec_operator.core.placement import PoolView
+
+log = logging.getLogger("hybridrec.training")
+
+RUNS = "/apis/hybridrec.io/v1alpha1"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SCHEDULED_ANNOTATION = "hybridrec.io/scheduled-at"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def owner_ref(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = (owner.get("metadata") or {}).get("uid")
+    return any(r.get("uid") == uid and r.get("controller") for r in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+@dataclass
+class JobView:
+    """What the controller read of one run's Job and pods."""
+
+    job: dict[str, Any] | None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+    def observation(self) -> core.Observation:
+        job = self.job
+        if job is None:
+            return core.Observation()
+        status = job.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        failed = None
+        if "Failed" in conditions:
+            cond = conditions["Failed"]
+            failed = f"{cond.get('reason', 'Failed')}: {cond.get('message', '')}".rstrip(": ")
+            if cause := self._termination_message(phase="Failed"):
+                failed += f" ({cause})"
+        evaluation, result_error = None, None
+        if "Complete" in conditions or status.get("succeeded"):
+            evaluation, result_error = self._result()
+        return core.Observation(
+            job_exists=True, job_active=bool(status.get("active")) and any(
+                (p.get("status") or {}).get("phase") == "Running" for p in self.pods),
+            job_succeeded="Complete" in conditions or bool(status.get("succeeded")), job_failed=failed,
+            evaluation=evaluation, result_error=result_error)
+
+    def _termination_message(self, phase: str) -> str:
+        for pod in sorted(self.pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")), reverse=True):
+            if (pod.get("status") or {}).get("phase") != phase:
+                continue
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                if cs.get("name") == core.CONTAINER:
+                    message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
+                    if message:
+                        return str(message).strip()
+        return ""
+
+    def result(self) -> dict[str, Any] | None:
+        text = self._termination_message(phase="Succeeded")
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _result(self) -> tuple[Evaluation | None, str | None]:
+        data = self.result()
+        if data is None:
+            return None, "the training pod succeeded but left no readable result in its termination message"
+        try:
+            return Evaluation.model_validate(data.get("evaluation") or {}), None
+        except ValidationError as exc:
+            return None, f"the training result is malformed: {exc.errors()[0].get('msg', exc)}"
+
+    def spans(self) -> list[core.PodSpan]:
+        out = []
+        for pod in self.pods:
+            status = pod.get("status") or {}
+            start = _parse_time(status.get("startTime"))
+            if start is None or not (pod.get("spec") or {}).get("nodeName"):
+                continue
+            end = None
+            for cs in status.get("containerStatuses") or []:
+                end = _parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")) or end
+            gpus = 0
+            for container in (pod.get("spec") or {}).get("containers") or []:
+                for name, qty in ((container.get("resources") or {}).get("limits") or {}).items():
+                    if "/" in name and name.endswith("gpu"):
+                        gpus += int(str(qty))
+            out.append(core.PodSpan(start, end, gpus))
+        return out
+
+
+class TrainingController:
+    """One pass over every model with ``spec.training`` and every run. Synchronous (call it in an executor)."""
+
+    def __init__(self, kube: Kube, *, extra_env: Mapping[str, str] | None = None, identity: str = "",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), namespaces: Iterable[str] = ()) -> None:
+        self.kube = kube
+        self.extra_env = dict(extra_env or {})
+        self.identity = identity
+        self.clock = clock
+        self.namespaces = list(namespaces)
+        self.cost_labels: set[tuple[str, ...]] = set()
+
+    # ------------------------------------------------------------------------------------------- reading
+    def _list(self, prefix: str, plural: str, selector: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+        query = {"labelSelector": selector} if selector else None
+        namespaces = [namespace] if namespace else (self.namespaces or [None])
+        items: list[dict[str, Any]] = []
+        for ns in namespaces:
+            path = f"{prefix}/namespaces/{ns}/{plural}" if ns else f"{prefix}/{plural}"
+            body = self.kube.request("GET", path, query=query)
+            kind = body.get("kind", "").removesuffix("List")
+            items += [{"apiVersion": body.get("apiVersion"), "kind": kind, **i} for i in body.get("items", [])]
+        return items
+
+    def pool_views(self) -> list[PoolView]:
+        views = []
+        for obj in self.kube.request("GET", f"{RUNS}/computepools").get("items", []):
+            try:
+                pool = parse_pool(obj)
+            except ValidationError:
+                continue
+            status = obj.get("status") or {}
+            free = status.get("freeGpus") if "freeGpus" in status else pool.spec.max_gpus
+            views.append(PoolView(pool.name, pool.spec, int(free)))
+        return views
+
+    def _job_view(self, namespace: str, name: str) -> JobView:
+        try:
+            job = self.kube.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return JobView(None)
+        pods = self._list("/api/v1", "pods", f"{core.RUN_LABEL}={name}", namespace)
+        return JobView(job, pods)
+
+    # ------------------------------------------------------------------------------------------- writing
+    def _event(self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        try:
+            self.kube.post_event(obj, reason=reason, message=message, type_="Warning" if warning else "Normal",
+                                 instance=self.identity)
+        except ApiException as exc:  # an event is best effort; the condition carries the same sentence
+            log.warning("event %s on %s not posted: %s", reason, obj["metadata"]["name"], api_message(exc))
+
+    def _patch_status(self, obj: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        self.kube.request("PATCH", f"{RUNS}/namespaces/{meta['namespace']}/recmodeltrainingruns/{meta['name']}/status",
+                          body={"status": status}, content_type="application/merge-patch+json")
+
+    # ------------------------------------------------------------------------------------------- the pass
+    def sync(self) -> None:
+        now = self.clock()
+        rmds = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self._list(RUNS, "recmodeldeployments")}
+        runs = self._list(RUNS, "recmodeltrainingruns")
+        pools = self.pool_views()
+        by_model: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for obj in runs:
+            by_model.setdefault((obj["metadata"]["namespace"], (obj.get("spec") or {}).get("model", "")), []).append(obj)
+        for key, obj in rmds.items():
+            try:
+                rmd = parse_rmd(obj)
+            except ValidationError:
+                continue  # the serving reconcile reports an unusable model
+            if rmd.spec.training is not None:
+                self.schedule(obj, rmd, by_model.get(key, []), now)
+        for obj in runs:
+            key = (obj["metadata"]["namespace"], (obj.get("spec") or {}).get("model", ""))
+            try:
+                self.reconcile_run(obj, rmds.get(key), pools, now)
+            except ApiException as exc:
+                log.warning("training run %s/%s: %s", key[0], obj["metadata"]["name"], api_message(exc))
+        self.forget_missing({(o["metadata"]["namespace"], o["metadata"]["name"]) for o in runs})
+
+    def schedule(self, obj: Mapping[str, Any], rmd: RecModelDeployment, run_objs: list[dict[str, Any]], now: datetime) -> str | None:
+        """Create the run of the latest due fire time, unless a run is active (no overlap); prune old runs."""
+        training = rmd.spec.training
+        assert training is not None
+        runs = [parse_run(r) for r in run_objs]
+        ours = [r for r in run_objs if ((r["metadata"].get("labels") or {}).get(MANAGED_BY) == "hybridrec" and _owned_by(r, obj))]
+        for name in core.runs_to_prune([parse_run(r) for r in ours], training.history_limit):
+            uid = next(r["metadata"]["uid"] for r in ours if r["metadata"]["name"] == name)
+            self.kube.request("DELETE", f"{RUNS}/namespaces/{rmd.namespace}/recmodeltrainingruns/{name}",
+                              body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                                    "preconditions": {"uid": uid}})
+        if training.suspend:
+            return None
+        stamps = [_parse_time((r["metadata"].get("annotations") or {}).get(SCHEDULED_ANNOTATION)) for r in run_objs]
+        after = max([s for s in stamps if s] or [_parse_time(obj["metadata"].get("creationTimestamp")) or now])
+        when = core.due_time(training.schedule, after, now)
+        if when is None:
+            return None
+        if core.has_active_run(runs):
+            return None  # concurrencyPolicy Forbid: this fire time is skipped; the next one after it counts
+        return self.create_run(obj, rmd, "schedule", when)
+
+    def create_run(self, obj: Mapping[str, Any], rmd: RecModelDeployment, trigger: str, when: datetime) -> str | None:
+        name = core.run_name(rmd.name, when)
+        training = rmd.spec.training
+        assert training is not None
+        body = {
+            "apiVersion": API_VERSION, "kind": "RecModelTrainingRun",
+            "metadata": {"name": name, "namespace": rmd.namespace, "ownerReferences": [owner_ref(obj)],
+                         "labels": {MANAGED_BY: "hybridrec", core.TRAINED_MODEL_LABEL: rmd.name},
+                         "annotations": {SCHEDULED_ANNOTATION: timestamp(when)}},
+            "spec": {"model": rmd.name, "trigger": trigger, "dataUri": training.data_uri, "outputUri": training.output_uri,
+                     "dataSensitivity": core.effective_sensitivity(rmd.spec).value,
+                     "architecture": rmd.spec.model.architecture.value, "epochs": training.epochs,
+                     "baseline": rmd.spec.model.to_wire()},
+        }
+        try:
+            created = self.kube.request("POST", f"{RUNS}/namespaces/{rmd.namespace}/recmodeltrainingruns", body=body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None  # this fire time has its run already
+            raise
+        self._event(obj, "TrainingScheduled", f"training run {name} created for the schedule '{training.schedule}'")
+        return str(created["metadata"]["name"])
+
+    # --------------------------------------------------------------------------------------- one run
+    def reconcile_run(self, obj: dict[str, Any], rmd_obj: Mapping[str, Any] | None, pools: list[PoolView], now: datetime) -> None:
+        run = parse_run(obj)
+        status = run.status.model_copy() if run.status else None
+        phase = status.phase if status else RunPhase.PENDING
+        if phase in TERMINAL_PHASES:
+            self._publish_cost(run)
+            return
+        if rmd_obj is None:
+            return self._finish(obj, RunPhase.FAILED, "ModelNotFound", f"RecModelDeployment {run.spec.model} does not exist", now)
+        try:
+            rmd = parse_rmd(dict(rmd_obj))
+        except ValidationError as exc:
+            return self._finish(obj, RunPhase.FAILED, "ModelInvalid", f"the model's spec is invalid: {exc.errors()[0]['msg']}", now)
+        if rmd.spec.training is None and run.spec.trigger == "schedule":
+            return self._finish(obj, RunPhase.FAILED, "TrainingRemoved", "the model no longer has spec.training", now)
+        job_name = status.job_name if status else ""
+        if not job_name:
+            return self._start(obj, run, rmd, pools, now)
+        view = self._job_view(run.namespace, job_name)
+        if view.job is None:
+            return self._finish(obj, RunPhase.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run finished", now)
+        if not _owned_by(view.job, obj):
+            return self._finish(obj, RunPhase.FAILED, "JobNameTaken",
+                                f"a Job named {job_name} exists that hybridrec did not create for this run; it is left alone", now)
+        pool = next((p for p in pools if p.name == status.pool), None) if status else None
+        if pool is None and phase in (RunPhase.PENDING, RunPhase.RUNNING) and not any(
+                (p.get("status") or {}).get("phase") == "Running" for p in view.pods):
+            # The pool vanished under a run that is not training now: its pods can never be placed again.
+            self._delete_job(view.job)
+            return self._finish(obj, RunPhase.FAILED, "PoolGone", f"ComputePool {status.pool if status else ''} was "
+                                "deleted before the run could train; the next scheduled run is placed anew", now)
+        self._advance(obj, run, rmd, view, pool, now)
+
+    def _start(self, obj: dict[str, Any], run: RecModelTrainingRun, rmd: RecModelDeployment, pools: list[PoolView], now: datetime) -> None:
+        sensitivity = core.effective_sensitivity(rmd.spec, run.spec.data_sensitivity)
+        where = core.choose_pool(rmd.spec, pools, sensitivity)
+        training = rmd.spec.training
+        if where.pool is None:
+            conditions = set_condition(_conditions(obj), "Scheduled", False,
+                                       "NoAdmissiblePool", where.message, None, now)
+            if _condition(obj, "Scheduled").get("message") != where.message:
+                self._event(obj, "NoAdmissiblePool", where.message, warning=True)
+            self._patch_status(obj, {"phase": RunPhase.PENDING.value, "message": where.message, "conditions": conditions})
+            return
+        pool = where.pool
+        data_uri = run.spec.data_uri or (training.data_uri if training else None)
+        output_base = run.spec.output_uri or (training.output_uri if training else None)
+        if not data_uri or not output_base:
+            return self._finish(obj, RunPhase.FAILED, "NoData", "neither the run nor the model's spec.training names "
+                                "dataUri and outputUri", now)
+        inputs = core.JobInputs(
+            data_uri=data_uri, output_uri=core.run_output_uri(output_base, run.name),
+            architecture=(run.spec.architecture or rmd.spec.model.architecture).value,
+            epochs=run.spec.epochs or (training.epochs if training else 10), image=rmd.spec.serving.image,
+            serving_uri=(run.spec.baseline or rmd.spec.model).uri, serving_sha256=(run.spec.baseline or rmd.spec.model).sha256,
+            version=run.name, extra_env=self.extra_env)
+        job = core.build_job(rmd, run, pool, sensitivity, inputs, owner_ref(obj))
+        try:
+            self.kube.request("POST", f"/apis/batch/v1/namespaces/{run.namespace}/jobs", body=job)
+        except ApiException as exc:
+            if exc.status != 409:
+                message = f"the Job could not be created: {api_message(exc)}"
+                self._event(obj, "JobCreateFailed", message, warning=True)
+                self._patch_status(obj, {"message": message, "conditions": set_condition(
+                    _conditions(obj), "Scheduled", False, "JobCreateFailed", message, None, now)})
+                return
+            # 409: ours from a pass whose status write was lost, or someone else's: the next pass tells them apart.
+        self._event(obj, "TrainingStarted", where.message)
+        self._patch_status(obj, {
+            "phase": RunPhase.PENDING.value, "message": where.message, "pool": pool.name, "tenancy": pool.spec.tenancy.value,
+            "jobName": run.name, "startTime": timestamp(now), "currency": pool.spec.pricing.currency,
+            "conditions": set_condition(_conditions(obj), "Scheduled", True, "PoolChosen", where.message, None, now)})
+
+    def _advance(self, obj: dict[str, Any], run: RecModelTrainingRun, rmd: RecModelDeployment, view: JobView,
+                 pool: PoolView | None, now: datetime) -> None:
+        status = run.status
+        assert status is not None
+        training = rmd.spec.training
+        gate = training.gate if training else core.EvaluationGate()
+        obs = view.observation()
+        if status.phase in (RunPhase.AWAITING_PROMOTION, RunPhase.PROMOTING) and status.artifact is not None:
+            # Promotion is the model's spec naming this run's version (its manifest sha256): a person's patch today.
+            serving = rmd.spec.model.sha256 == status.artifact.sha256
+            since = _parse_time(status.promoted_at)
+            obs = replace(obs, promote_requested=serving, serving_new_version=serving and _ready(rmd),
+                          seconds_since_promotion=(now - since).total_seconds() if since else 0.0,
+                          rollout_failed=None if serving or status.phase != RunPhase.PROMOTING
+                          else "the model's spec.model no longer names this version")
+        transition = core.advance(status.phase, obs, gate, training.promotion if training else "manual",
+                                  training.bake_seconds if training else 0)
+        patch: dict[str, Any] = {}
+        artifact = status.artifact.to_wire() if status.artifact else None
+        if obs.evaluation is not None and status.evaluation is None:
+            result = view.result() or {}
+            patch["evaluation"] = obs.evaluation.to_wire()
+            artifact = {"uri": result.get("uri", ""), "architecture": result.get("architecture", rmd.spec.model.architecture.value),
+                        "sha256": result.get("sha256"), "version": str(result.get("version", run.name))}
+            patch["artifact"] = {k: v for k, v in artifact.items() if v is not None}
+        if transition.phase == RunPhase.PROMOTING and status.phase in (RunPhase.PENDING, RunPhase.RUNNING):
+            # promotion: auto needs the serving side to follow a run's version (docs/training.md, not built yet):
+            # until then a passing version waits for the one command that promotes it.
+            transition = core.Transition(RunPhase.AWAITING_PROMOTION, "AwaitingPromotion",
+                                         transition.message.replace("; rolling it out", ""))
+        if transition.phase == status.phase == RunPhase.AWAITING_PROMOTION:
+            transition = replace(transition, message=status.message)  # still waiting: the same sentence and command
+        elif transition.phase == RunPhase.AWAITING_PROMOTION and artifact:
+            command = (f"kubectl patch rmd {rmd.name} -n {rmd.namespace} --type merge -p "
+                       f"'{json.dumps({'spec': {'model': artifact}}, separators=(',', ':'))}'")
+            transition = replace(transition, message=transition.message.split("; set the model")[0] + f"; promote it with: {command}")
+        if transition.phase == RunPhase.PROMOTING and status.phase != RunPhase.PROMOTING:
+            patch["promotedAt"] = timestamp(now)
+            if run.spec.baseline is not None:
+                patch["previous"] = run.spec.baseline.to_wire()
+        hours = core.gpu_hours(view.spans(), now)
+        if pool is not None and hours != status.gpu_hours:
+            patch["gpuHours"] = round(hours, 6)
+            patch["cost"] = core.run_cost(hours, pool.spec.pricing.price_per_gpu_hour)
+        if transition.phase != status.phase or transition.message != status.message:
+            patch.update({"phase": transition.phase.value, "message": transition.message,
+                          "conditions": _run_conditions(obj, transition, now)})
+            if transition.phase != status.phase:
+                failed = transition.phase in (RunPhase.FAILED, RunPhase.REJECTED, RunPhase.ROLLED_BACK)
+                self._event(obj, transition.reason, transition.message, warning=failed)
+            if transition.phase in TERMINAL_PHASES | {RunPhase.AWAITING_PROMOTION} and not status.completion_time:
+                patch["completionTime"] = timestamp(now)
+        if patch:
+            self._patch_status(obj, patch)
+        self._publish_cost(run, patch.get("cost", status.cost), status.pool, status.currency)
+
+    def _delete_job(self, job: Mapping[str, Any]) -> None:
+        meta = job["metadata"]
+        try:
+            self.kube.request("DELETE", f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}",
+                              body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                                    "preconditions": {"uid": meta["uid"]}})
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _finish(self, obj: dict[str, Any], phase: RunPhase, reason: str, message: str, now: datetime) -> None:
+        transition = core.Transition(phase, reason, message)
+        self._event(obj, reason, message, warning=phase in (RunPhase.FAILED, RunPhase.REJECTED))
+        self._patch_status(obj, {"phase": phase.value, "message": message, "completionTime": timestamp(now),
+                                 "conditions": _run_conditions(obj, transition, now)})
+
+    def _publish_cost(self, run: RecModelTrainingRun, cost: float | None = None, pool: str | None = None,
+                      currency: str | None = None) -> None:
+        status = run.status
+        cost = cost if cost is not None else (status.cost if status else 0.0)
+        pool = pool if pool is not None else (status.pool if status else "")
+        currency = currency or (status.currency if status else "USD")
+        if not pool:
+            return
+        labels = (run.namespace, run.spec.model, run.name, pool, currency)
+        m.TRAINING_COST.labels(*labels).set(cost)
+        self.cost_labels.add(labels)
+
+    def forget_missing(self, present: set[tuple[str, str]]) -> None:
+        """Remove the cost series of runs that no longer exist (pruned or deleted)."""
+        for labels in list(self.cost_labels):
+            if (labels[0], labels[2]) not in present:
+                m.TRAINING_COST.remove(*labels)
+                self.cost_labels.discard(labels)
+
+
+def _conditions(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((obj.get("status") or {}).get("conditions") or [])
+
+
+def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next((c for c in _conditions(obj) if c.get("type") == type_), {})
+
+
+def _ready(rmd: RecModelDeployment) -> bool:
+    status = rmd.status
+    return bool(status and any(c.type == "Ready" and c.status == "True" for c in status.conditions))
+
+
+# Conditions of a run: Trained (the Job produced a version), GatePassed (its scores), Promoted.
+def _run_conditions(obj: Mapping[str, Any], t: core.Transition, now: datetime) -> list[dict[str, Any]]:
+    conditions = _conditions(obj)
+    trained = {RunPhase.FAILED: False, RunPhase.REJECTED: True, RunPhase.AWAITING_PROMOTION: True,
+               RunPhase.PROMOTING: True, RunPhase.PROMOTED: True, RunPhase.ROLLED_BACK: True}
+    if t.phase in trained:
+        ok = trained[t.phase]
+        conditions = set_condition(conditions, "Trained", ok, "Trained" if ok else t.reason,
+                                   "a new version was written" if ok else t.message, None, now)
+    if t.phase == RunPhase.REJECTED:
+        conditions = set_condition(conditions, "GatePassed", False, t.reason, t.message, None, now)
+    elif t.phase in (RunPhase.AWAITING_PROMOTION, RunPhase.PROMOTING, RunPhase.PROMOTED, RunPhase.ROLLED_BACK):
+        if not _condition({"status": {"conditions": conditions}}, "GatePassed").get("status") == "True":
+            conditions = set_condition(conditions, "GatePassed", True, "GatePassed", t.message.split("; ")[0], None, now)
+    promoted = {RunPhase.AWAITING_PROMOTION: (False, "AwaitingPromotion"), RunPhase.PROMOTING: (False, "Baking"),
+                RunPhase.PROMOTED: (True, "Promoted"), RunPhase.ROLLED_BACK: (False, "RolledBack"),
+                RunPhase.REJECTED: (False, t.reason), RunPhase.FAILED: (False, t.reason)}
+    if t.phase in promoted:
+        ok, reason = promoted[t.phase]
+        conditions = set_condition(conditions, "Promoted", ok, reason, t.message, None, now)
+    return conditions
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+INTERVAL_ENV = "HYBRIDREC_TRAINING_INTERVAL_SECONDS"  # a pass at least this often (default 30)
+S3_ENDPOINT_ENV = "HYBRIDREC_TRAINING_S3_ENDPOINT"  # given to training pods as AWS_ENDPOINT_URL (on-prem S3, MinIO)
+
+
+class TrainingLoop:
+    """Runs ``TrainingController.sync`` in a thread every ``interval`` seconds and at once when poked (a run or a
+    training Job changed); only while this replica leads (``leader.is_leader``)."""
+
+    def __init__(self, controller: TrainingController, leader: Any, interval: float) -> None:
+        self.controller = controller
+        self.leader = leader
+        self.interval = interval
+        self.wake = asyncio.Event()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            if not self.leader.is_leader:
+                continue
+            try:
+                await asyncio.to_thread(self.controller.sync)
+            except ApiException as exc:  # the CRD not installed yet, RBAC not granted yet: tried again next pass
+                log.warning("training pass failed: %s", api_message(exc))
+            except Exception:  # noqa: BLE001 - a bug in one pass must not stop retraining for good
+                log.exception("training pass failed")
+
+
+def start_loop(kube: Kube, leader: Any, *, identity: str, namespaces: Iterable[str]) -> tuple[TrainingLoop, asyncio.Task[Any]]:
+    """The loop of one operator process and its task (the caller cancels it at shutdown)."""
+    endpoint = os.environ.get(S3_ENDPOINT_ENV, "")
+    controller = TrainingController(kube, extra_env={"AWS_ENDPOINT_URL": endpoint} if endpoint else {},
+                                    identity=identity, namespaces=namespaces)
+    loop = TrainingLoop(controller, leader, float(os.environ.get(INTERVAL_ENV, "30")))
+    return loop, asyncio.create_task(loop.run(), name="hybridrec-training")
