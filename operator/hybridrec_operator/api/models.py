@@ -397,7 +397,7 @@ class PoolPriceStatus(ApiModel):
     detail: Annotated[str, Field(max_length=4096, description="Which series and nodes, or why the fallback.")] = ""
     nodes: Annotated[int, Field(description="Nodes whose OpenCost price went into the average.")] = 0
     spot_nodes: Annotated[int | None, Field(description="Of those, nodes OpenCost reports as spot.")] = None
-    observed_at: str | None = None
+    since: Annotated[str | None, Field(description="When the operator started planning with this price.")] = None
 
 
 class ComputePoolStatus(ApiModel):

@@ -10,10 +10,12 @@ Prometheus: ``HYBRIDREC_OPENCOST_PROMETHEUS_URL`` (the Prometheus that scrapes O
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from hybridrec_operator.controller.observe import PromClient, PrometheusUnavailable
@@ -108,6 +110,10 @@ class PriceRefresher:
     def publish(self, prices: dict[str, PoolPrice]) -> list[str]:
         """Install ``prices`` on the runtime; re-plan what they change. Returns the pools whose planning price moved."""
         old = self.runtime.prices
+        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        # An unchanged price keeps its object (and its "since"); a new one starts now.
+        prices = {name: old[name] if old.get(name) == p else dataclasses.replace(p, since=since)
+                  for name, p in prices.items()}
         self.runtime.prices = prices
         changed = sorted(name for name in set(old) | set(prices) if old.get(name) != prices.get(name))
         if changed:

@@ -404,7 +404,7 @@ class Runtime:
         price = self.prices.get(name)
         if pool.spec.pricing.source == PriceSource.OPENCOST and price is not None:
             # Which price the planners use and where from; a fallback to the static price is a False condition.
-            new["price"] = price.status(conditions.timestamp(now))
+            new["price"] = price.status()
             new["conditions"] = conditions.set_condition(new["conditions"], PRICE_CONDITION, *price_condition(price),
                                                          generation, now)
         elif pool.spec.pricing.source != PriceSource.OPENCOST and (

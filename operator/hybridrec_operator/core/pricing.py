@@ -63,16 +63,18 @@ class PoolPrice:
     message: str
     nodes: int = 0
     spot_nodes: int | None = None
+    # When this price was first read; not part of equality, so an unchanged price is not news (no status write).
+    since: str | None = field(default=None, compare=False)
 
     @property
     def fallback(self) -> bool:
         return self.source != PriceSource.OPENCOST
 
-    def status(self, observed_at: str) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """``status.price`` in its wire form."""
         out: dict[str, object] = {"pricePerGpuHour": round(self.price_per_gpu_hour, 6), "currency": self.currency,
                                   "source": self.source.value, "detail": self.message[:4096], "nodes": self.nodes,
-                                  "observedAt": observed_at}
+                                  "since": self.since}
         if self.spot_nodes is not None:
             out["spotNodes"] = self.spot_nodes
         return out
@@ -93,7 +95,8 @@ def node_price(node: str, snap: OpenCostSnapshot, max_age_s: float) -> tuple[flo
     if sample is None:
         return None, f"{node}: no {GPU_HOURLY} series", "missing"
     if not _fresh(sample, max_age_s):
-        return None, f"{node}: {GPU_HOURLY} is {sample.age_s:.0f} s old (over {max_age_s:.0f} s)", "stale"
+        # No age figure in the text: it grows every read, and a message that changes is a status write each time.
+        return None, f"{node}: {GPU_HOURLY} is older than {max_age_s:.0f} s", "stale"
     if _usable(sample.value):
         return sample.value, f"{node}: {GPU_HOURLY} {sample.value:g}", "ok"
     if sample.value == 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +147,11 @@ def test_opencost_prices_move_the_allocator_and_bad_series_fall_back(
     assert "node_gpu_hourly_cost" in price["detail"] and "aws-spot-l4-0" in price["detail"]
     assert price_condition(kube, "oc-spot")["status"] == "True"
     assert "price" not in pool_status(kube, "oc-static")  # a static pool is what its spec says
+    # An unchanged price is no news: three refreshes later the pool object has not been rewritten.
+    version = kube.get("computepools.hybridrec.io", "oc-spot")["metadata"]["resourceVersion"]
+    time.sleep(3)
+    assert kube.get("computepools.hybridrec.io", "oc-spot")["metadata"]["resourceVersion"] == version
+    assert pool_status(kube, "oc-spot")["price"]["since"] == price["since"]
 
     model = next(d for d in yaml.safe_load_all((SAMPLES / "models.yaml").read_text())
                  if d and d.get("metadata", {}).get("name") == "trending")

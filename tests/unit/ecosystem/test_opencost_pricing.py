@@ -51,7 +51,7 @@ def test_the_mean_over_the_pools_nodes_with_spot_counted() -> None:
     planned = apply_price(pool(), price)
     assert planned.spec.pricing.price_per_gpu_hour == pytest.approx(0.5)
     assert pool().spec.pricing.price_per_gpu_hour == 1.5  # the spec itself is untouched
-    status = price.status("2026-01-01T00:00:00Z")
+    status = price.status()
     assert status["source"] == "opencost" and status["pricePerGpuHour"] == 0.5 and status["spotNodes"] == 1
 
 
@@ -73,7 +73,7 @@ def test_unusable_series_fall_back_to_the_static_price_never_zero(values: dict[s
 def test_stale_samples_fall_back() -> None:
     price = pool_price(pool(), NODES, snap({"spot-0": 0.4, "spot-1": 0.4}, age=400), 180)
     assert (price.source, price.reason) == (PriceSource.STATIC, "SeriesStale")
-    assert "400 s old" in price.message
+    assert "older than 180 s" in price.message
 
 
 def test_prometheus_down_or_not_configured_or_no_nodes_fall_back() -> None:
@@ -122,8 +122,12 @@ def test_the_refresher_replans_models_only_when_a_price_moves() -> None:
     prices = {"oc": pool_price(pool(), NODES, snap({"spot-0": 0.4, "spot-1": 0.4}), 60)}
     assert refresher.publish(prices) == ["oc"]
     assert runtime.replanned_models == ["price of pool(s) oc changed"] and runtime.replanned_pools == [["oc"]]
-    assert refresher.publish(dict(prices)) == []  # the same price again: nothing to do
-    assert len(runtime.replanned_models) == 1
+    since = runtime.prices["oc"].since
+    assert since is not None and runtime.prices["oc"].status()["since"] == since
+    again = {"oc": pool_price(pool(), NODES, snap({"spot-0": 0.4, "spot-1": 0.4}), 60)}
+    assert refresher.publish(again) == []  # the same price again: nothing to do, and it is in use since the first read
+    assert len(runtime.replanned_models) == 1 and len(runtime.replanned_pools) == 1
+    assert runtime.prices["oc"].since == since
     # Without a Prometheus the pool is priced statically (NotConfigured): a move back to 1.5.
     assert asyncio.run(refresher.refresh()) == ["oc"]
     assert runtime.prices["oc"].reason == "NotConfigured"
