@@ -93,7 +93,8 @@ class RecModelTrainingRunStatus(ApiModel):
     gpu_hours: Annotated[float, Field(ge=0, description="GPU-hours the run's pods held (measured).")] = 0.0
     cost: Annotated[float, Field(ge=0, description="gpuHours x the pool's price per GPU-hour.")] = 0.0
     currency: str = "USD"
-    previous: Annotated[ModelArtifact | None, Field(description="What the model served before the promotion (rollback target).")] = None
+    previous: Annotated[ModelArtifact | None, Field(description="What the model served when the run started: the version it was "
+                                                         "compared with, and what a rollback restores.")] = None
     promoted_at: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

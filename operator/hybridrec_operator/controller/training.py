@@ -345,6 +345,7 @@ class TrainingController:
         self._patch_status(obj, {
             "phase": RunPhase.PENDING.value, "message": where.message, "pool": pool.name, "tenancy": pool.spec.tenancy.value,
             "jobName": run.name, "startTime": timestamp(now), "currency": pool.spec.pricing.currency,
+            "previous": (run.spec.baseline or rmd.spec.model).to_wire(),
             "conditions": set_condition(_conditions(obj), "Scheduled", True, "PoolChosen", where.message, None, now)})
 
     def _advance(self, obj: dict[str, Any], run: RecModelTrainingRun, rmd: RecModelDeployment, view: JobView,
@@ -385,8 +386,6 @@ class TrainingController:
             transition = replace(transition, message=transition.message.split("; set the model")[0] + f"; promote it with: {command}")
         if transition.phase == RunPhase.PROMOTING and status.phase != RunPhase.PROMOTING:
             patch["promotedAt"] = timestamp(now)
-            if run.spec.baseline is not None:
-                patch["previous"] = run.spec.baseline.to_wire()
         hours = core.gpu_hours(view.spans(), now)
         if pool is not None and hours != status.gpu_hours:
             patch["gpuHours"] = round(hours, 6)

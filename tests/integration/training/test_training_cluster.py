@@ -156,3 +156,64 @@ def test_schedule_creates_one_run_per_fire_time_and_never_overlaps(
     clock["now"] = clock["now"] + timedelta(minutes=5)
     ctl.sync()  # the first run is still active: the next fire time is skipped
     assert len([r for r in installed.items("recmodeltrainingruns", namespace) if r["spec"]["model"] == "nightly-recs"]) == 1
+
+
+def finish_with_result(kube: Kube, namespace: str, run_name: str, result: dict[str, Any] | None) -> None:
+    """What the trainer leaves when it exits: kwok completes the Job's pod (it runs no container), then the test writes
+    the trainer's termination message into the pod's status, as the kubelet would."""
+    def completed() -> dict[str, Any] | None:
+        pods = kube.items("pods", namespace, f"hybridrec.io/training-run={run_name}")
+        return next((p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"), None)
+
+    pod = wait_for(completed, 60, f"kwok completing the pod of {run_name}")
+    if result is not None:
+        for cs in pod["status"].get("containerStatuses") or []:
+            cs.setdefault("state", {}).setdefault("terminated", {"exitCode": 0, "reason": "Completed"})
+            cs["state"]["terminated"]["message"] = json.dumps(result)
+        kube("replace", "--subresource=status", "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: (kube.get("job", run_name, namespace).get("status") or {}).get("succeeded"), 30, "the Job complete")
+
+
+def result(run_name: str, hr: float, serving_hr: float) -> dict[str, Any]:
+    return {"uri": f"s3://hybridrec-models/gated-recs/versions/{run_name}/", "sha256": "b" * 64, "version": run_name,
+            "architecture": "two-tower", "evaluation": {"hitRateAt10": hr, "ndcgAt10": hr / 2, "servingHitRateAt10": serving_hr,
+                                                        "servingNdcgAt10": serving_hr / 2, "popularityHitRateAt10": 0.2,
+                                                        "popularityNdcgAt10": 0.1}}
+
+
+def test_gate_rejects_a_worse_version_and_a_better_one_is_promoted_by_one_patch(
+    installed: Kube, namespace: str, controller: TrainingController,
+) -> None:
+    doc = model("gated-recs", "public", preferred=["aws-spot-l4"])
+    doc["spec"]["training"].update({"gate": {"minImprovement": 0.01}, "bakeSeconds": 0})
+    installed.apply([doc], namespace)
+    installed.apply([run("gated-recs-worse", "gated-recs")], namespace)
+    controller.sync()
+    finish_with_result(installed, namespace, "gated-recs-worse", result("gated-recs-worse", 0.40, 0.45))
+    controller.sync()
+    worse = installed.get("recmodeltrainingrun", "gated-recs-worse", namespace)["status"]
+    assert worse["phase"] == "Rejected" and "0.4000" in worse["message"] and "0.4500" in worse["message"]
+    gate = next(c for c in worse["conditions"] if c["type"] == "GatePassed")
+    assert (gate["status"], gate["reason"]) == ("False", "NoImprovement")
+    assert worse["evaluation"]["servingHitRateAt10"] == 0.45
+    assert installed.get("rmd", "gated-recs", namespace)["spec"]["model"]["uri"] == "s3://hybridrec-models/gated-recs/v1/"
+
+    installed.apply([run("gated-recs-better", "gated-recs")], namespace)
+    controller.sync()
+    finish_with_result(installed, namespace, "gated-recs-better", result("gated-recs-better", 0.52, 0.45))
+    controller.sync()
+    better = installed.get("recmodeltrainingrun", "gated-recs-better", namespace)["status"]
+    assert better["phase"] == "AwaitingPromotion" and better["artifact"]["sha256"] == "b" * 64
+    command = better["message"].split("promote it with: ", 1)[1]
+    patch = command.split(" -p ", 1)[1].strip("'")
+    installed("patch", "rmd", "gated-recs", "-n", namespace, "--type", "merge", "-p", patch)
+    controller.sync()
+    assert installed.get("recmodeltrainingrun", "gated-recs-better", namespace)["status"]["phase"] == "Promoting"
+    # The serving reconcile (not running here) would report the model Ready once the new pods serve: say so.
+    installed("patch", "rmd", "gated-recs", "-n", namespace, "--subresource=status", "--type", "merge", "-p", json.dumps(
+        {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "",
+                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}))
+    controller.sync()
+    done = installed.get("recmodeltrainingrun", "gated-recs-better", namespace)["status"]
+    assert done["phase"] == "Promoted" and done["previous"]["uri"] == "s3://hybridrec-models/gated-recs/v1/"
+    assert next(c for c in done["conditions"] if c["type"] == "Promoted")["status"] == "True"
