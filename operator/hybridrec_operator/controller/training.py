@@ -126,7 +126,9 @@ class JobView:
         except ValidationError as exc:
             return None, f"the training result is malformed: {exc.errors()[0].get('msg', exc)}"
 
-    def spans(self) -> list[core.PodSpan]:
+    def spans(self, resource_name: str = "nvidia.com/gpu") -> list[core.PodSpan]:
+        """Every pod that ran on a node: from its start to its container's finish (None: still running), with the GPUs
+        of ``resource_name`` (the pool's ``gpu.resourceName``) it held."""
         out = []
         for pod in self.pods:
             status = pod.get("status") or {}
@@ -136,11 +138,8 @@ class JobView:
             end = None
             for cs in status.get("containerStatuses") or []:
                 end = _parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")) or end
-            gpus = 0
-            for container in (pod.get("spec") or {}).get("containers") or []:
-                for name, qty in ((container.get("resources") or {}).get("limits") or {}).items():
-                    if "/" in name and name.endswith("gpu"):
-                        gpus += int(str(qty))
+            gpus = sum(int(str(((c.get("resources") or {}).get("limits") or {}).get(resource_name, 0)))
+                       for c in (pod.get("spec") or {}).get("containers") or [])
             out.append(core.PodSpan(start, end, gpus))
         return out
 
@@ -386,7 +385,7 @@ class TrainingController:
             transition = replace(transition, message=transition.message.split("; set the model")[0] + f"; promote it with: {command}")
         if transition.phase == RunPhase.PROMOTING and status.phase != RunPhase.PROMOTING:
             patch["promotedAt"] = timestamp(now)
-        hours = core.gpu_hours(view.spans(), now)
+        hours = core.gpu_hours(view.spans(pool.spec.gpu.resource_name if pool else "nvidia.com/gpu"), now)
         if pool is not None and hours != status.gpu_hours:
             patch["gpuHours"] = round(hours, 6)
             patch["cost"] = core.run_cost(hours, pool.spec.pricing.price_per_gpu_hour)
