@@ -765,6 +765,17 @@ class Decision(ApiModel):
     message: str
 
 
+class PromotedModel(ApiModel):
+    """A version a training run promoted automatically (spec.training.promotion auto): the servers run ``model``
+    instead of spec.model for as long as spec.model is still ``replaces`` (a person's new spec.model wins)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run: Annotated[str, Field(max_length=63, description="The RecModelTrainingRun that promoted it.")]
+    model: ModelArtifact
+    replaces: ModelArtifact
+
+
 class RecModelDeploymentStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -779,6 +790,10 @@ class RecModelDeploymentStatus(ApiModel):
     cost_per_hour: float = 0.0
     currency: str = "USD"
     last_decision: Decision | None = None
+    promoted_model: Annotated[
+        PromotedModel | None,
+        Field(description="Written by the retraining controller (docs/training.md): the version served instead of spec.model."),
+    ] = None
 
 
 class RecModelDeployment(ApiModel):

@@ -83,14 +83,18 @@ class TrainingPolicy(_Wire):
     promotion: Annotated[
         Literal["auto", "manual"],
         Field(description="manual: a version that passes the gate waits in phase AwaitingPromotion until the model's "
-              "spec.model names it (the run's message gives the kubectl patch). auto: rolled out at once, make-before-break, "
-              "rolled back on failure within bakeSeconds (docs/training.md: not built yet, behaves as manual)."),
+              "spec.model names it (the run's message gives the kubectl patch). auto: the operator writes it into the "
+              "model's status.promotedModel, served over spec.model while spec.model is unchanged; rolled out "
+              "make-before-break and rolled back if not rolled out max(bakeSeconds, 120 s) after the promotion."),
     ] = "manual"
     bake_seconds: Annotated[
-        int, Field(ge=0, le=86400, description="After a promotion, how long the new version must stay ready with an "
-                   "error ratio within maxErrorRatio; otherwise it is rolled back.")
+        int, Field(ge=0, le=86400, description="After a promotion, how long the model must stay Ready with the new "
+                   "version rolled out before the run is Promoted.")
     ] = 300
-    max_error_ratio: Annotated[float, Field(ge=0, le=1, description="Error ratio that rolls a promotion back.")] = 0.05
+    max_error_ratio: Annotated[
+        float, Field(ge=0, le=1, description="Error ratio that should roll a promotion back (reserved: not yet read, "
+                     "docs/training.md).")
+    ] = 0.05
     backoff_limit: Annotated[
         int, Field(ge=0, le=20, description="Retries of a failed training pod (a spot reclaim is not counted: the pod "
                    "resumes from its last checkpoint).")

@@ -173,10 +173,11 @@ async def training_job_event(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     op = await app.start(settings, memo, {name: kwargs[name] for name in kwargs if name.startswith("hybridrec_")})
-    loop, task = training.start_loop(op.runtime.kube, op.leader, identity=op.runtime.identity,
-                                     namespaces=op.runtime.config.served_namespaces() if op.runtime.config.exact_namespaces() else [])
-    op.runtime.tasks.append(task)  # cancelled with the runtime's tasks at shutdown
-    memo[TRAINING_MEMO_KEY] = loop
+    started = training.start_loop(op.runtime.kube, op.leader, identity=op.runtime.identity,
+                                  namespaces=op.runtime.config.served_namespaces() if op.runtime.config.exact_namespaces() else [])
+    if started is not None:
+        op.runtime.tasks.append(started[1])  # cancelled with the runtime's tasks at shutdown
+        memo[TRAINING_MEMO_KEY] = started[0]
 
 
 @kopf.on.cleanup()

@@ -13,9 +13,13 @@ What it writes, and nothing else:
   that hybridrec did not create is never touched: the run fails with ``JobNameTaken``;
 * events on the run for every transition and failure.
 
-It never edits a model's spec (its RBAC cannot): a version that passes the gate waits in ``AwaitingPromotion`` and the
-run's status says the one command that promotes it; when the model serves that version (its spec.model.sha256 is
-the run's), the run moves to Promoting and, after the bake window with the model Ready, to Promoted.
+It never edits a model's spec (its RBAC cannot). ``promotion: manual``: a version that passes the gate waits in
+``AwaitingPromotion`` and the run's message says the one command that promotes it (a spec.model patch).
+``promotion: auto``: it writes the model's ``status.promotedModel``, which the serving reconcile renders over
+spec.model (``core/training.served_model``; the Deployments roll with maxUnavailable 0, make-before-break). Either
+way, once the servers run the version the run is Promoting; with every Deployment rolled out and the model Ready
+through ``bakeSeconds`` it is Promoted; not rolled out ``max(bakeSeconds, 120 s)`` after the promotion, it is
+RolledBack (status.promotedModel restored to what served before).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ log = logging.getLogger("hybridrec.training")
 RUNS = "/apis/hybridrec.io/v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SCHEDULED_ANNOTATION = "hybridrec.io/scheduled-at"
+# A promoted version not rolled out this long after its promotion (or after bakeSeconds, if longer) is rolled back.
+ROLLOUT_DEADLINE_SECONDS = 120.0
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -261,7 +267,7 @@ class TrainingController:
             "spec": {"model": rmd.name, "trigger": trigger, "dataUri": training.data_uri, "outputUri": training.output_uri,
                      "dataSensitivity": core.effective_sensitivity(rmd.spec).value,
                      "architecture": rmd.spec.model.architecture.value, "epochs": training.epochs,
-                     "baseline": rmd.spec.model.to_wire()},
+                     "baseline": core.served_model(rmd).to_wire()},
         }
         try:
             created = self.kube.request("POST", f"{RUNS}/namespaces/{rmd.namespace}/recmodeltrainingruns", body=body)
@@ -327,7 +333,8 @@ class TrainingController:
             data_uri=data_uri, output_uri=core.run_output_uri(output_base, run.name),
             architecture=(run.spec.architecture or rmd.spec.model.architecture).value,
             epochs=run.spec.epochs or (training.epochs if training else 10), image=rmd.spec.serving.image,
-            serving_uri=(run.spec.baseline or rmd.spec.model).uri, serving_sha256=(run.spec.baseline or rmd.spec.model).sha256,
+            serving_uri=(run.spec.baseline or core.served_model(rmd)).uri,
+            serving_sha256=(run.spec.baseline or core.served_model(rmd)).sha256,
             version=run.name, extra_env=self.extra_env)
         job = core.build_job(rmd, run, pool, sensitivity, inputs, owner_ref(obj))
         try:
@@ -344,7 +351,7 @@ class TrainingController:
         self._patch_status(obj, {
             "phase": RunPhase.PENDING.value, "message": where.message, "pool": pool.name, "tenancy": pool.spec.tenancy.value,
             "jobName": run.name, "startTime": timestamp(now), "currency": pool.spec.pricing.currency,
-            "previous": (run.spec.baseline or rmd.spec.model).to_wire(),
+            "previous": (run.spec.baseline or core.served_model(rmd)).to_wire(),
             "conditions": set_condition(_conditions(obj), "Scheduled", True, "PoolChosen", where.message, None, now)})
 
     def _advance(self, obj: dict[str, Any], run: RecModelTrainingRun, rmd: RecModelDeployment, view: JobView,
@@ -355,13 +362,20 @@ class TrainingController:
         gate = training.gate if training else core.EvaluationGate()
         obs = view.observation()
         if status.phase in (RunPhase.AWAITING_PROMOTION, RunPhase.PROMOTING) and status.artifact is not None:
-            # Promotion is the model's spec naming this run's version (its manifest sha256): a person's patch today.
-            serving = rmd.spec.model.sha256 == status.artifact.sha256
+            # Promoted: the servers run this run's version, by a person's spec.model or by status.promotedModel (auto).
+            sha = status.artifact.sha256
+            serving = core.served_model(rmd).sha256 == sha
             since = _parse_time(status.promoted_at)
-            obs = replace(obs, promote_requested=serving, serving_new_version=serving and _ready(rmd),
-                          seconds_since_promotion=(now - since).total_seconds() if since else 0.0,
-                          rollout_failed=None if serving or status.phase != RunPhase.PROMOTING
-                          else "the model's spec.model no longer names this version")
+            seconds = (now - since).total_seconds() if since else 0.0
+            rolled, detail = self._rolled_out(rmd, sha) if serving else (False, "")
+            failed = None
+            if status.phase == RunPhase.PROMOTING:
+                if not serving:
+                    failed = "the model no longer serves this version (its spec.model changed)"
+                elif not rolled and seconds >= max(training.bake_seconds if training else 0, ROLLOUT_DEADLINE_SECONDS):
+                    failed = f"the new version is not rolled out {seconds:.0f}s after its promotion ({detail})"
+            obs = replace(obs, promote_requested=serving, serving_new_version=serving and rolled and _ready(rmd),
+                          seconds_since_promotion=seconds, rollout_failed=failed)
         transition = core.advance(status.phase, obs, gate, training.promotion if training else "manual",
                                   training.bake_seconds if training else 0)
         patch: dict[str, Any] = {}
@@ -372,11 +386,25 @@ class TrainingController:
             artifact = {"uri": result.get("uri", ""), "architecture": result.get("architecture", rmd.spec.model.architecture.value),
                         "sha256": result.get("sha256"), "version": str(result.get("version", run.name))}
             patch["artifact"] = {k: v for k, v in artifact.items() if v is not None}
-        if transition.phase == RunPhase.PROMOTING and status.phase in (RunPhase.PENDING, RunPhase.RUNNING):
-            # promotion: auto needs the serving side to follow a run's version (docs/training.md, not built yet):
-            # until then a passing version waits for the one command that promotes it.
-            transition = core.Transition(RunPhase.AWAITING_PROMOTION, "AwaitingPromotion",
-                                         transition.message.replace("; rolling it out", ""))
+        if transition.action == "promote" and status.phase in (RunPhase.PENDING, RunPhase.RUNNING):
+            # promotion: auto. Only over the version the run was compared with: if spec.model changed since, the
+            # scores say nothing about the new baseline and a person decides.
+            served = core.served_model(rmd)
+            if status.previous is not None and (status.previous.uri, status.previous.sha256) != (served.uri, served.sha256):
+                transition = core.Transition(RunPhase.AWAITING_PROMOTION, "AwaitingPromotion", transition.message.replace(
+                    "; rolling it out", "; not rolled out automatically: the served version changed since the run started"))
+            else:
+                self._set_promoted(rmd, {"run": run.name, "model": artifact, "replaces": rmd.spec.model.to_wire()})
+        if transition.action == "rollback":
+            promoted = rmd.status.promoted_model if rmd.status else None
+            if promoted is not None and promoted.run == run.name:
+                # Back to what served before (make-before-break again): spec.model, or an earlier promoted version.
+                previous = status.previous
+                if previous is None or (previous.uri, previous.sha256) == (rmd.spec.model.uri, rmd.spec.model.sha256):
+                    self._set_promoted(rmd, None)
+                else:
+                    self._set_promoted(rmd, {"run": previous.version or "previous", "model": previous.to_wire(),
+                                             "replaces": rmd.spec.model.to_wire()})
         if transition.phase == status.phase == RunPhase.AWAITING_PROMOTION:
             transition = replace(transition, message=status.message)  # still waiting: the same sentence and command
         elif transition.phase == RunPhase.AWAITING_PROMOTION and artifact:
@@ -400,6 +428,26 @@ class TrainingController:
         if patch:
             self._patch_status(obj, patch)
         self._publish_cost(run, patch.get("cost", status.cost), status.pool, status.currency)
+
+    def _set_promoted(self, rmd: RecModelDeployment, promoted: dict[str, Any] | None) -> None:
+        """Write (or clear) the model's status.promotedModel: the serving reconcile renders it over spec.model."""
+        self.kube.request("PATCH", f"{RUNS}/namespaces/{rmd.namespace}/recmodeldeployments/{rmd.name}/status",
+                          body={"status": {"promotedModel": promoted}}, content_type="application/merge-patch+json")
+
+    def _rolled_out(self, rmd: RecModelDeployment, sha: str | None) -> tuple[bool, str]:
+        """Whether every Deployment of the model runs ``sha`` with all its replicas updated and available (the
+        Deployments roll with maxUnavailable 0: old pods serve until new ones are ready), and what is missing."""
+        missing = []
+        for dep in self._list("/apis/apps/v1", "deployments", f"{core.MODEL_LABEL}={rmd.name},{MANAGED_BY}=hybridrec", rmd.namespace):
+            name, spec, st = dep["metadata"]["name"], dep.get("spec") or {}, dep.get("status") or {}
+            env = {e.get("name"): e.get("value") for c in spec["template"]["spec"].get("containers", []) for e in c.get("env") or []}
+            want = int(spec.get("replicas", 1))
+            if env.get("HYBRIDREC_MODEL_SHA256") != sha:
+                missing.append(f"{name} not yet rendered with it")
+            elif st.get("observedGeneration", 0) < dep["metadata"].get("generation", 0) or \
+                    st.get("updatedReplicas", 0) < want or st.get("availableReplicas", 0) < want or st.get("replicas", 0) > want:
+                missing.append(f"{name}: {st.get('updatedReplicas', 0)}/{want} updated, {st.get('availableReplicas', 0)} available")
+        return not missing, "; ".join(missing)
 
     def _delete_job(self, job: Mapping[str, Any]) -> None:
         meta = job["metadata"]
@@ -475,7 +523,7 @@ def _run_conditions(obj: Mapping[str, Any], t: core.Transition, now: datetime) -
 
 # ------------------------------------------------------------------------------------------------ the loop
 
-INTERVAL_ENV = "HYBRIDREC_TRAINING_INTERVAL_SECONDS"  # a pass at least this often (default 30)
+INTERVAL_ENV = "HYBRIDREC_TRAINING_INTERVAL_SECONDS"  # a pass at least this often (default 30; 0: retraining off)
 S3_ENDPOINT_ENV = "HYBRIDREC_TRAINING_S3_ENDPOINT"  # given to training pods as AWS_ENDPOINT_URL (on-prem S3, MinIO)
 
 
@@ -509,10 +557,15 @@ class TrainingLoop:
                 log.exception("training pass failed")
 
 
-def start_loop(kube: Kube, leader: Any, *, identity: str, namespaces: Iterable[str]) -> tuple[TrainingLoop, asyncio.Task[Any]]:
-    """The loop of one operator process and its task (the caller cancels it at shutdown)."""
+def start_loop(kube: Kube, leader: Any, *, identity: str,
+               namespaces: Iterable[str]) -> tuple[TrainingLoop, asyncio.Task[Any]] | None:
+    """The loop of one operator process and its task (the caller cancels it at shutdown); None when
+    HYBRIDREC_TRAINING_INTERVAL_SECONDS is 0 (retraining off in this operator)."""
+    interval = float(os.environ.get(INTERVAL_ENV, "30"))
+    if interval <= 0:
+        return None
     endpoint = os.environ.get(S3_ENDPOINT_ENV, "")
     controller = TrainingController(kube, extra_env={"AWS_ENDPOINT_URL": endpoint} if endpoint else {},
                                     identity=identity, namespaces=namespaces)
-    loop = TrainingLoop(controller, leader, float(os.environ.get(INTERVAL_ENV, "30")))
+    loop = TrainingLoop(controller, leader, interval)
     return loop, asyncio.create_task(loop.run(), name="hybridrec-training")

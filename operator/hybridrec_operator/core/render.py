@@ -28,6 +28,7 @@ from hybridrec_operator.api.models import (
 from hybridrec_operator.core import remote
 from hybridrec_operator.core.placement import PlacementPlan
 from hybridrec_operator.core.sensitivity import pool_admits
+from hybridrec_operator.core.training import served_model
 
 APP_NAME = "hybridrec-server"
 MANAGER = "hybridrec"
@@ -117,9 +118,10 @@ def _tolerations(pool: ComputePool) -> list[dict[str, Any]]:
 def server_env(rmd: RecModelDeployment, pool: ComputePool) -> list[dict[str, str]]:
     """The HYBRIDREC_* environment of the contract."""
     spec = rmd.spec
+    model = served_model(rmd)  # spec.model, or the version a training run promoted over it (core/training.py)
     env = {
-        "HYBRIDREC_MODEL_URI": spec.model.uri,
-        "HYBRIDREC_MODEL_SHA256": spec.model.sha256,
+        "HYBRIDREC_MODEL_URI": model.uri,
+        "HYBRIDREC_MODEL_SHA256": model.sha256,
         "HYBRIDREC_MODEL_NAME": rmd.name,
         "HYBRIDREC_NAMESPACE": rmd.namespace,
         "HYBRIDREC_POOL": pool.name,

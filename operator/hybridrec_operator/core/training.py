@@ -5,7 +5,7 @@
   ``training.dataSensitivity``, whatever the spec says. So confidential/restricted input trains on private pools only;
   public input, and internal input of a model with ``allowPublicBurst``, may use public spot pools. Among the allowed
   pools with a free GPU slot: preferred pools first, then the cheapest by ``placement.effective_price`` (spot carries
-  its interruption penalty, as for serving), private first on a tie.
+  its expected reclaim cost, as for serving), private first on a tie.
 * **Job.** ``batch/v1`` Job, one pod (``restartPolicy: Never``), ``backoffLimit`` from the spec and a
   ``podFailurePolicy``: a disruption (spot reclaim, preemption, node drain) is *ignored* so the replacement pod
   resumes from the last checkpoint in S3 without using a retry; exit code 2 (bad input: no such data, empty or
@@ -24,7 +24,14 @@ from typing import Any
 
 from croniter import croniter
 
-from hybridrec_operator.api.models import SENSITIVE, RecModelDeployment, RecModelDeploymentSpec, Sensitivity, Tenancy
+from hybridrec_operator.api.models import (
+    SENSITIVE,
+    ModelArtifact,
+    RecModelDeployment,
+    RecModelDeploymentSpec,
+    Sensitivity,
+    Tenancy,
+)
 from hybridrec_operator.api.training import EvaluationGate
 from hybridrec_operator.api.training_run import TERMINAL_PHASES, Evaluation, RecModelTrainingRun, RunPhase
 from hybridrec_operator.core.placement import PoolView, allowed_pools, effective_price
@@ -32,6 +39,7 @@ from hybridrec_operator.core.placement import PoolView, allowed_pools, effective
 MANAGER = "hybridrec"
 COMPONENT = "training"
 RUN_LABEL = "hybridrec.io/training-run"
+MODEL_LABEL = "hybridrec.io/model"  # the serving children's label (core/render.py)
 # Not hybridrec.io/model: pods with that label count as the model's serving replicas (runtime, guard, capacity).
 TRAINED_MODEL_LABEL = "hybridrec.io/trained-model"
 SENSITIVITY_LABEL = "hybridrec.io/sensitivity"
@@ -45,6 +53,18 @@ RUN_AS = 10001
 _ORDER = list(Sensitivity)
 # Phases during which a model has a run in flight: a new scheduled run waits (concurrencyPolicy Forbid).
 ACTIVE_PHASES = frozenset({RunPhase.PENDING, RunPhase.RUNNING, RunPhase.PROMOTING})
+
+
+# ----------------------------------------------------------------------------------------------- serving
+
+
+def served_model(rmd: RecModelDeployment) -> ModelArtifact:
+    """The version the model's servers run: the one a training run promoted (``status.promotedModel``) while
+    ``spec.model`` is still the version it replaced, else ``spec.model``. A person's new spec.model always wins."""
+    promoted = rmd.status.promoted_model if rmd.status is not None else None
+    if promoted is not None and (promoted.replaces.uri, promoted.replaces.sha256) == (rmd.spec.model.uri, rmd.spec.model.sha256):
+        return promoted.model
+    return rmd.spec.model
 
 
 # ----------------------------------------------------------------------------------------------- placement

@@ -78,3 +78,64 @@ def test_operator_places_a_restricted_run_privately_and_reports_a_run_without_re
     want = {("namespace", namespace), ("model", "vault-recs"), ("run", "vault-recs-now"), ("pool", "onprem-a100")}
     costs = [v for (n, labels), v in operator.metric_samples().items() if n == "hybridrec_training_cost" and want <= set(labels)]
     assert len(costs) == 1 and costs[0] >= 0
+
+
+def test_auto_promotion_rolls_the_new_version_out_through_the_serving_reconcile(
+    installed: Kube, cluster: LocalCluster, tmp_path: Path, kube_api: Any,
+) -> None:
+    """The serving operator runs (retraining off in it); the test drives the training controller's passes itself so it
+    can write the trainer's result between kwok completing the pod and the next pass."""
+    from hybridrec_operator.controller.kube import Kube as KubeClient
+    from hybridrec_operator.controller.training import TrainingController
+    from test_training_cluster import finish_with_result, result
+
+    ns = f"training-auto-{uuid.uuid4().hex[:6]}"
+    installed("create", "namespace", ns)
+    op = OperatorProcess(cluster, tmp_path, "serving-operator", ["--standalone"],
+                         {"HYBRIDREC_TRAINING_INTERVAL_SECONDS": "0", "HYBRIDREC_RESYNC_SECONDS": "15"}, namespaces=[ns])
+    op.start()
+    try:
+        doc: dict[str, Any] = {
+            "apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment", "metadata": {"name": "gated-recs"},
+            "spec": {"model": {"uri": "s3://hybridrec-models/gated-recs/v1/", "architecture": "two-tower", "sha256": "a" * 64},
+                     "dataSensitivity": "public", "scaling": {"minReplicas": 1, "maxReplicas": 2},
+                     "placement": {"preferredPools": ["aws-spot-l4"]},
+                     "training": {"schedule": "0 3 * * *", "dataUri": "s3://hybridrec-data/i.csv",
+                                  "outputUri": "s3://hybridrec-models/gated-recs/versions", "promotion": "auto",
+                                  "bakeSeconds": 0}}}
+        installed.apply([doc], ns)
+
+        def ready() -> bool:
+            rmd = installed.get("rmd", "gated-recs", ns)
+            return installed.condition(rmd, "Ready").get("status") == "True"
+
+        wait_for(ready, 60, "the model Ready on v1")
+        ctl = TrainingController(KubeClient(kube_api), namespaces=[ns], identity="test")
+        installed.apply([{"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelTrainingRun",
+                          "metadata": {"name": "gated-recs-auto"}, "spec": {"model": "gated-recs"}}], ns)
+        ctl.sync()
+        finish_with_result(installed, ns, "gated-recs-auto", result("gated-recs-auto", 0.52, 0.45))
+        ctl.sync()
+        run = installed.get("recmodeltrainingrun", "gated-recs-auto", ns)["status"]
+        assert run["phase"] == "Promoting", run
+        promoted = installed.get("rmd", "gated-recs", ns)["status"]["promotedModel"]
+        assert promoted["model"]["sha256"] == "b" * 64 and promoted["replaces"]["sha256"] == "a" * 64
+        assert installed.get("rmd", "gated-recs", ns)["spec"]["model"]["sha256"] == "a" * 64  # the spec is the user's
+
+        def served_new() -> bool:
+            deps = installed.items("deployments", ns, "hybridrec.io/model=gated-recs")
+            envs = [{e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]} for d in deps]
+            return bool(deps) and all(e["HYBRIDREC_MODEL_SHA256"] == "b" * 64 for e in envs)
+
+        wait_for(served_new, 60, "the serving reconcile rendering the promoted version")
+
+        def promoted_run() -> dict[str, Any] | None:
+            ctl.sync()
+            status = installed.get("recmodeltrainingrun", "gated-recs-auto", ns)["status"]
+            return status if status["phase"] == "Promoted" else None
+
+        done = wait_for(promoted_run, 60, "the run Promoted once rolled out and Ready", interval=1.0)
+        assert done["previous"]["sha256"] == "a" * 64
+    finally:
+        op.stop()
+        delete_namespace(installed.cluster.kubectl, ns)

@@ -314,3 +314,181 @@ def test_measured_cost_counts_every_pod_including_reclaimed_ones() -> None:
     hours = tr.gpu_hours(pods, t0 + timedelta(minutes=61))
     assert hours == pytest.approx(2.0)
     assert tr.run_cost(hours, 0.5) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------- served version
+
+
+def test_a_promoted_version_is_served_while_the_spec_still_names_the_one_it_replaced() -> None:
+    from hybridrec_operator.core.render import server_env
+
+    model = rmd("public")
+    new = {"uri": "s3://models/movies/versions/r/", "architecture": "two-tower", "sha256": "b" * 64, "version": "r"}
+    promoted = RecModelDeployment.model_validate({
+        **model.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "status": {"promotedModel": {"run": "r", "model": new, "replaces": model.spec.model.to_wire()}}})
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["HYBRIDREC_TRAIN_OUTPUT_URI"] == "s3://models/movies/versions/r/"
+    assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+
+
+def test_rendering_a_sensitive_run_onto_a_public_pool_raises() -> None:
+    with pytest.raises(ValueError, match="may not train"):
+        tr.build_job(rmd("confidential"), run(), POOLS[1], Sensitivity.CONFIDENTIAL, inputs())
+
+
+sensitivities = st.sampled_from(list(Sensitivity))
+
+
+@st.composite
+def pool_views(draw: st.DrawFn) -> list[PoolView]:
+    views = []
+    for i in range(draw(st.integers(1, 5))):
+        tenancy = draw(st.sampled_from(["private", "public"]))
+        allowed_choices = ALL if tenancy == "private" else ["public", "internal"]
+        allowed = draw(st.lists(st.sampled_from(allowed_choices), min_size=1, max_size=len(allowed_choices), unique=True))
+        views.append(pool(f"p{i}", tenancy, draw(st.floats(0, 10)), spot=draw(st.booleans()), free=draw(st.integers(0, 4)),
+                          allowed=allowed))
+    return views
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(model_class=sensitivities, training_class=st.one_of(st.none(), sensitivities), requested=st.one_of(st.none(), sensitivities),
+       burst=st.booleans(), views=pool_views())
+def test_property_a_sensitive_run_never_renders_onto_a_public_pool(
+    model_class: Sensitivity, training_class: Sensitivity | None, requested: Sensitivity | None, burst: bool,
+    views: list[PoolView],
+) -> None:
+    order = list(Sensitivity)
+    if training_class is not None and order.index(training_class) < order.index(model_class):
+        training_class = model_class  # the schema refuses a weaker training class
+    if model_class in SENSITIVE:
+        burst = False  # the schema refuses burst for sensitive models
+    model = rmd(model_class.value, burst=burst, training={"dataSensitivity": training_class.value} if training_class else {})
+    sensitivity = tr.effective_sensitivity(model.spec, requested)
+    assert order.index(sensitivity) >= order.index(model_class)
+    where = tr.choose_pool(model.spec, views, sensitivity)
+    for view in views:
+        if sensitivity in SENSITIVE and view.spec.tenancy == Tenancy.PUBLIC:
+            assert where.pool is None or where.pool.name != view.name
+            with pytest.raises(ValueError):
+                tr.build_job(model, run(), view, sensitivity, inputs())
+    if where.pool is not None:
+        job = tr.build_job(model, run(), where.pool, sensitivity, inputs())
+        terms = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        values = terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+        if sensitivity in SENSITIVE:
+            assert values == ["private"]
+
+
+# -------------------------------------------------------------------------------------------------- schedule
+
+
+def test_due_time_collapses_missed_slots_and_names_are_stable() -> None:
+    after = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    assert tr.due_time("0 3 * * *", after, datetime(2026, 1, 1, 2, 59, tzinfo=UTC)) is None
+    assert tr.due_time("0 3 * * *", after, datetime(2026, 1, 3, 4, 0, tzinfo=UTC)) == datetime(2026, 1, 3, 3, 0, tzinfo=UTC)
+    assert tr.run_name("movies", datetime(2026, 1, 3, 3, 0, tzinfo=UTC)) == "movies-202601030300"
+
+
+def test_no_overlap_and_pruning() -> None:
+    assert tr.has_active_run([run(phase="Running")]) and tr.has_active_run([run()])
+    assert not tr.has_active_run([run(phase="Rejected"), run(phase="AwaitingPromotion")])
+    runs = [run(f"movies-20260101030{i}", "Promoted", f"2026-01-01T03:0{i}:00Z") for i in range(5)] + [run("movies-x", "Running")]
+    assert tr.runs_to_prune(runs, 2) == ["movies-202601010302", "movies-202601010301", "movies-202601010300"]
+
+
+# ------------------------------------------------------------------------------------------------------- gate
+
+
+def ev(new: float, serving: float | None = 0.5, popularity: float = 0.3) -> Evaluation:
+    return Evaluation(hit_rate_at10=new, ndcg_at10=new / 2, serving_hit_rate_at10=serving, popularity_hit_rate_at10=popularity)
+
+
+def test_gate() -> None:
+    gate = EvaluationGate(min_hit_rate_at10=0.4, min_improvement=0.01)
+    assert tr.judge(ev(0.52), gate).passed
+    no = tr.judge(ev(0.505), gate)
+    assert not no.passed and no.reason == "NoImprovement" and "0.5050" in no.message and "0.5000" in no.message
+    assert tr.judge(ev(0.35, serving=None), gate).reason == "BelowMinimum"
+    assert tr.judge(ev(0.45, serving=None, popularity=0.46), gate).reason == "BelowPopularity"
+    assert tr.judge(ev(0.45, serving=None), gate).passed  # first version: nothing to improve on
+
+
+# --------------------------------------------------------------------------------------------- state machine
+
+
+GATE = EvaluationGate(min_improvement=0.0)
+
+
+def test_state_machine_auto_promotes_and_bakes() -> None:
+    t = tr.advance(RunPhase.PENDING, tr.Observation(job_exists=True, job_active=True), GATE, "auto", 60)
+    assert t.phase == RunPhase.RUNNING
+    t = tr.advance(RunPhase.RUNNING, tr.Observation(job_exists=True, job_succeeded=True, evaluation=ev(0.6)), GATE, "auto", 60)
+    assert (t.phase, t.action) == (RunPhase.PROMOTING, "promote")
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(serving_new_version=True, seconds_since_promotion=30), GATE, "auto", 60)
+    assert t.phase == RunPhase.PROMOTING and t.action is None
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(serving_new_version=True, seconds_since_promotion=61), GATE, "auto", 60)
+    assert t.phase == RunPhase.PROMOTED
+
+
+def test_state_machine_rolls_back_a_failing_rollout() -> None:
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(rollout_failed="error ratio 0.20 > 0.05"), GATE, "auto", 60)
+    assert (t.phase, t.action) == (RunPhase.ROLLED_BACK, "rollback") and "0.20" in t.message
+
+
+def test_state_machine_manual_waits_for_the_annotation() -> None:
+    t = tr.advance(RunPhase.RUNNING, tr.Observation(job_succeeded=True, evaluation=ev(0.6)), GATE, "manual", 60)
+    assert t.phase == RunPhase.AWAITING_PROMOTION and "spec.model" in t.message
+    assert tr.advance(t.phase, tr.Observation(), GATE, "manual", 60).phase == RunPhase.AWAITING_PROMOTION
+    t = tr.advance(t.phase, tr.Observation(promote_requested=True), GATE, "manual", 60)
+    assert (t.phase, t.action) == (RunPhase.PROMOTING, "promote")
+
+
+def test_state_machine_failures_name_their_cause() -> None:
+    t = tr.advance(RunPhase.RUNNING, tr.Observation(job_failed="BackoffLimitExceeded: exit 2 (no such key)"), GATE, "auto", 0)
+    assert t.phase == RunPhase.FAILED and "no such key" in t.message
+    t = tr.advance(RunPhase.RUNNING, tr.Observation(job_succeeded=True), GATE, "auto", 0)
+    assert (t.phase, t.reason) == (RunPhase.FAILED, "ResultUnreadable")
+    t = tr.advance(RunPhase.RUNNING, tr.Observation(job_succeeded=True, evaluation=ev(0.4)), GATE, "auto", 0)
+    assert t.phase == RunPhase.REJECTED and "serving version keeps serving" in t.message and t.action is None
+    assert tr.advance(RunPhase.REJECTED, tr.Observation(promote_requested=True), GATE, "auto", 0).phase == RunPhase.REJECTED
+
+
+# ------------------------------------------------------------------------------------------------------- cost
+
+
+def test_measured_cost_counts_every_pod_including_reclaimed_ones() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    pods = [tr.PodSpan(t0, t0 + timedelta(minutes=30), 2), tr.PodSpan(t0 + timedelta(minutes=31), None, 2)]
+    hours = tr.gpu_hours(pods, t0 + timedelta(minutes=61))
+    assert hours == pytest.approx(2.0)
+    assert tr.run_cost(hours, 0.5) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------- served version
+
+
+def test_a_promoted_version_is_served_while_the_spec_still_names_the_one_it_replaced() -> None:
+    from hybridrec_operator.core.render import server_env
+
+    model = rmd("public")
+    new = {"uri": "s3://models/movies/versions/r/", "architecture": "two-tower", "sha256": "b" * 64, "version": "r"}
+    promoted = model.model_copy(update={"status": model.status.__class__.model_validate(
+        {"promotedModel": {"run": "r", "model": new, "replaces": model.spec.model.to_wire()}})}) if model.status else \
+        RecModelDeployment.model_validate({**model.model_dump(by_alias=True, mode="json", exclude_none=True),
+                                           "status": {"promotedModel": {"run": "r", "model": new,
+                                                                        "replaces": model.spec.model.to_wire()}}})
+    env = {e["name"]: e["value"] for e in server_env(promoted, tr_pool_as_computepool())}
+    assert (env["HYBRIDREC_MODEL_URI"], env["HYBRIDREC_MODEL_SHA256"]) == (new["uri"], new["sha256"])
+    # A person sets another version in the spec: the spec wins, the stale promotion no longer applies.
+    spec = promoted.spec.model_copy(update={"model": promoted.spec.model.model_copy(update={"sha256": "c" * 64})})
+    moved = promoted.model_copy(update={"spec": spec})
+    assert tr.served_model(moved).sha256 == "c" * 64
+    assert tr.served_model(model) == model.spec.model  # nothing promoted: spec.model
+
+
+def tr_pool_as_computepool() -> Any:
+    from hybridrec_operator.api.models import ComputePool
+
+    return ComputePool.model_validate({"metadata": {"name": "onprem"}, "spec": POOLS[0].spec.to_wire()})
