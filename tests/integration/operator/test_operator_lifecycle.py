@@ -159,7 +159,7 @@ def test_operator_works_with_only_its_rbac(
     allowed = [("patch", "deployments"), ("create", "deployments"), ("delete", "deployments"), ("watch", "pods"),
                ("list", "nodes"), ("patch", "recmodeldeployments", "--subresource=status"),
                ("patch", "computepools", "--subresource=status"), ("create", "events"),
-               ("create", "services"), ("create", "poddisruptionbudgets")]
+               ("create", "services"), ("create", "poddisruptionbudgets"), ("delete", "poddisruptionbudgets")]
     denied = [("get", "secrets"), ("create", "secrets"), ("delete", "nodes"), ("update", "recmodeldeployments"),
               ("patch", "recmodeldeployments"), ("delete", "recmodeldeployments"), ("create", "pods"),
               ("delete", "services"), ("patch", "computepools"), ("create", "clusterrolebindings"),
@@ -183,6 +183,12 @@ def test_operator_works_with_only_its_rbac(
         kube.apply(sample_models(namespace, "account-recs"))
         rmd = wait_for(lambda: rmd_ready(kube, namespace, "account-recs"), 90, "account-recs Ready under the SA")
         assert {p["pool"] for p in rmd["status"]["placements"]} == {"onprem-a100"}
+        # Scaling 1..4: it has a PDB. Pinned to one replica it no longer needs one (with one pod it protects
+        # nothing): the operator deletes its own PDB, under its RBAC, and leaves the Deployment and Service.
+        wait_for(lambda: kube.get("pdb", "account-recs", namespace), 30, "account-recs' PDB")
+        kube("patch", "rmd", "account-recs", "-n", namespace, "--type", "merge", "-p", '{"spec": {"replicas": 1}}')
+        wait_for(lambda: kube.get("pdb", "account-recs", namespace) is None, 60, "the PDB deleted")
+        assert kube.get("service", "account-recs", namespace) and kube.get("deployment", "account-recs-onprem-a100", namespace)
         log = op.log_text()
         assert "403" not in log and "Forbidden" not in log, log[-3000:]
         event = [e for e in kube.items("events", namespace) if e["reason"] == "Placed"]
