@@ -6,7 +6,7 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 export PATH := $(CACHE)/bin:$(VENV)/bin:$(PATH)
 
-.PHONY: install test test-unit test-integration test-e2e demo demo-down crds manifests bench lint
+.PHONY: install test test-unit test-integration test-e2e demo demo-down crds manifests bench lint images
 
 install: ## Install everything (idempotent; cached outside the repo).
 	bash hack/install.sh
@@ -28,6 +28,9 @@ demo: install ## The main job: local cluster, Prometheus, S3, operator, pod runn
 
 demo-down: ## Stop everything the demo started.
 	$(VENV)/bin/hybridrec demo down
+
+images: ## Build the operator and model-server images with podman on a debootstrap base (hack/images.sh; cached outside the repo).
+	bash hack/images.sh build
 
 crds: ## Regenerate manifests/crds from the pydantic models.
 	$(PY) -m hybridrec_operator.api.crds manifests/crds

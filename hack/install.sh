@@ -19,11 +19,13 @@ build_pid=$!
 need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# The image tests build and run the images with podman + runc on a debootstrap base (hack/images.sh).
+for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus > /dev/null
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" > /dev/null
   # The Debian package starts a system Prometheus on :9090; the tests start their own on free ports.
   (systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || pkill -x prometheus || true) >/dev/null 2>&1
 fi
