@@ -90,6 +90,8 @@ def operator_with_controller(hybridrec_api: LocalCluster, prometheus: LocalProme
             "HYBRIDREC_OBSERVE_WINDOW_SECONDS": "10",
             "HYBRIDREC_METRICS_MAX_AGE_SECONDS": "10",
             "HYBRIDREC_RESYNC_SECONDS": "30",
+            # Retraining passes every 2 s (test_retraining.py): a promotion's rollout and bake are seen promptly.
+            "HYBRIDREC_TRAINING_INTERVAL_SECONDS": "2",
         },
     ).start()
     prometheus.set_operator_targets([op.metrics_address], {"instance_role": "operator"})

@@ -159,18 +159,21 @@ def test_schedule_creates_one_run_per_fire_time_and_never_overlaps(
 
 
 def finish_with_result(kube: Kube, namespace: str, run_name: str, result: dict[str, Any] | None) -> None:
-    """What the trainer leaves when it exits: kwok completes the Job's pod (it runs no container), then the test writes
-    the trainer's termination message into the pod's status, as the kubelet would."""
-    def completed() -> dict[str, Any] | None:
-        pods = kube.items("pods", namespace, f"hybridrec.io/training-run={run_name}")
-        return next((p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"), None)
+    """What the trainer leaves when it exits, without running it: kwok makes the Job's pod Running and (for training
+    pods) leaves it so; the test writes the pod's terminal status as a kubelet would (and as the pod runner does after
+    running the trainer): Succeeded, exit code 0 and the trainer's result as the termination message (none if
+    ``result`` is None)."""
+    from hybridrec_local.podtraining import terminated_status
 
-    pod = wait_for(completed, 60, f"kwok completing the pod of {run_name}")
-    if result is not None:
-        for cs in pod["status"].get("containerStatuses") or []:
-            cs.setdefault("state", {}).setdefault("terminated", {"exitCode": 0, "reason": "Completed"})
-            cs["state"]["terminated"]["message"] = json.dumps(result)
-        kube("replace", "--subresource=status", "-f", "-", input=json.dumps(pod))
+    def running() -> dict[str, Any] | None:
+        pods = kube.items("pods", namespace, f"hybridrec.io/training-run={run_name}")
+        return next((p for p in pods if (p.get("status") or {}).get("phase") == "Running"), None)
+
+    pod = wait_for(running, 60, f"kwok running the pod of {run_name}")
+    now = datetime.now(UTC)
+    patch = terminated_status(pod, 0, json.dumps(result) if result is not None else "", now, now)
+    kube("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=strategic",
+         "-p", json.dumps(patch))
     wait_for(lambda: (kube.get("job", run_name, namespace).get("status") or {}).get("succeeded"), 30, "the Job complete")
 
 

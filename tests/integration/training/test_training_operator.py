@@ -1,8 +1,8 @@
 """The operator process with its retraining loop on the real control plane (namespaced, so it shares nothing with
 other modules' operators): a restricted model's run is placed on the private pool that admits restricted data, its
-Job created and owned by the run; kwok completes the training pod without running the trainer (no result in its
-termination message), so the run must fail with that cause as a condition and a Warning event, and its measured cost
-is exported as hybridrec_training_cost."""
+Job created and owned by the run; its pod then succeeds without a result in its termination message (the test writes
+that status, as a kubelet would after a trainer that printed nothing), so the run must fail with that cause as a
+condition and a Warning event, and its measured cost is exported as hybridrec_training_cost."""
 
 from __future__ import annotations
 
@@ -62,11 +62,15 @@ def test_operator_places_a_restricted_run_privately_and_reports_a_run_without_re
     assert job["metadata"]["ownerReferences"][0]["kind"] == "RecModelTrainingRun"
     assert job["spec"]["template"]["metadata"]["labels"]["hybridrec.io/sensitivity"] == "restricted"
 
+    from test_training_cluster import finish_with_result
+
+    finish_with_result(installed, namespace, "vault-recs-now", None)
+
     def finished() -> dict[str, Any] | None:
         run = installed.get("recmodeltrainingrun", "vault-recs-now", namespace)
         return run if (run.get("status") or {}).get("phase") == "Failed" else None
 
-    status = wait_for(finished, 60, "kwok's completed pod judged")["status"]
+    status = wait_for(finished, 60, "the completed pod without a result judged")["status"]
     trained = next(c for c in status["conditions"] if c["type"] == "Trained")
     assert trained["status"] == "False" and trained["reason"] == "ResultUnreadable"
     assert "termination message" in status["message"]
@@ -84,7 +88,7 @@ def test_auto_promotion_rolls_the_new_version_out_through_the_serving_reconcile(
     installed: Kube, cluster: LocalCluster, tmp_path: Path, kube_api: Any,
 ) -> None:
     """The serving operator runs (retraining off in it); the test drives the training controller's passes itself so it
-    can write the trainer's result between kwok completing the pod and the next pass."""
+    can write the trainer's result into the pod's status between two passes."""
     from hybridrec_operator.controller.kube import Kube as KubeClient
     from hybridrec_operator.controller.training import TrainingController
     from test_training_cluster import finish_with_result, result
