@@ -26,6 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] = lambda
     parser.add_argument("--out", type=Path, default=Path("/tmp/hybridrec-bench"))
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
+    parser.add_argument("--jobs", type=int, default=1, help="scenarios simulated in parallel processes")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
@@ -258,10 +260,12 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] = lambda
     sections: list[str] = []
     summary: list[str] = []
     raw: dict[str, Any] = {}
-    for s in scenarios(args.days):
-        if args.only and s.key not in args.only:
-            continue
-        rows_list, extra, wall = run_scenario(s, args.out, args.seed)
+    chosen = [s for s in scenarios(args.days) if not args.only or s.key in args.only]
+    # Scenarios are independent: ``--jobs`` runs them in parallel processes (same figures, seeded per scenario).
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_scenario, s, args.out, args.seed) for s in chosen]
+        outcomes = [f.result() for f in futures]
+    for s, (rows_list, extra, wall) in zip(chosen, outcomes):
         rows = {r["policy"]: r for r in rows_list}
         raw[s.key] = {"rows": rows_list, **extra}
         lines = [
@@ -331,12 +335,13 @@ backlog beyond 1.1x, calibrated on `benchmarks/results/serving.md`); an SLO-viol
 which p95 exceeded the target at some tick. Spot reclaims take one pod after a 30-120 s notice; hybridrec watches
 notices (replaces first), the baselines learn when the pod dies.
 
-Policies: **hybridrec** = `forecast.outlook` (level = median of the last minute, Theil-Sen trend over 10 min, the
-slope of the last minute carried over the lead time, margin = 95th percentile of how far demand went above that
-level+slope path within one lead time over the last 2 h, bounded by the same quantile of a robustly fitted normal),
-a round at once on overload, scale-down stabilisation of one lead time, and the global MILP allocator
-(`planner.allocate`, the operator's code) with per-(model, pool) capacity, spot risk and one spare spot replica
-beyond the margin, fastest-ready pools when urgent. **hpa** = Kubernetes defaults on GPU
+Policies: **hybridrec** = `forecast.outlook` (level = median of the last minute plus the slope of the last minute
+carried over the lead time, margin = 95th percentile of how far demand went above that same level+slope path
+within one lead time over the last 2 h, bounded by the same quantile of a robustly fitted normal), a round at once
+on overload, scale-down stabilisation of one lead time, and the global MILP allocator (`planner.allocate`, the
+operator's code) with per-(model, pool) capacity and spot pools priced by their reclaim risk
+(`placement.spot_risk_per_hour`, the rate learned from the notices seen, as the controller does), replacements
+started at a reclaim notice, fastest-ready pools when urgent. **hpa** = Kubernetes defaults on GPU
 utilisation 70% (10% tolerance, scale-up max(100%, 4 pods)/15 s, 300 s scale-down stabilisation), new pods on the
 cheapest admitted pool per GPU-hour with room. **keda** = the same machinery on RPS per replica with the threshold
 at 0.8x `targetRpsPerReplica`. **static-peak** = the peak x 1.05 all the time. **oracle** = perfect foresight, no

@@ -30,7 +30,9 @@ class PoolState:
     name: str
     spec: ComputePoolSpec
     capacity_gpus: int  # GPUs hybridrec may use there now (min(quota, node allocatable)), all models together
-    reclaim_rate_per_hour: float = 0.0  # expected reclaims per replica-hour (spot); 0 = none expected
+    # Observed reclaims per node-hour (one replica per node); None = none observed: spot pools carry the prior
+    # (``placement.reclaim_rate``), others none.
+    reclaim_rate_per_hour: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ModelState:
     rps_per_pool: Mapping[str, float] | None = None  # per-pool capacity of one replica; absent pools: rps_per_replica
     urgent: bool = False  # demand jumped beyond what is ready: prefer the pool ready soonest, no moves this round
     stabilization_seconds: float | None = None  # overrides spec.scaling.scaleDownStabilizationSeconds (shorter only)
+    lead_seconds: float | None = None  # time to get capacity back (slowest allowed start-up + interval): reclaim exposure
 
     def capacity_on(self, pool: str) -> float:
         """RPS one replica serves on ``pool`` within the SLO."""

@@ -64,9 +64,19 @@ def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+# Karpenter taints a node it is about to take away (spot interruption, consolidation): no new pod lands there.
+DISRUPTION_TAINT = "karpenter.sh/disrupted"
+
+
 def node_ready(node: Mapping[str, Any]) -> bool:
-    """Ready condition True and not cordoned."""
-    if (node.get("spec") or {}).get("unschedulable"):
+    """Ready condition True, not cordoned, not tainted for disruption and not being deleted: a node that offers room.
+
+    A reclaimed node's free GPUs are no room: a replacement planned there would stay Pending (NoSchedule) while the
+    node's pods die, so it must go to a pool that can take it."""
+    spec = node.get("spec") or {}
+    if spec.get("unschedulable") or (node.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    if any(t.get("key") == DISRUPTION_TAINT for t in spec.get("taints") or []):
         return False
     conditions = (node.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

@@ -224,8 +224,9 @@ def plan_round(
             mem.observed = False
         return RoundResult(now, held, None, 0.0, prometheus_error=error), state
 
-    # Spot reclaims seen in the cluster price the pools that lose nodes (planner.spot_risk_per_hour).
-    pools = [PoolState(p.name, p.spec, int(snapshot.capacity_gpus.get(p.name, 0)), state.reclaims.rate_per_hour(p.name))
+    # Spot reclaims seen in the cluster price the pools that lose nodes (planner.spot_risk_per_hour); none seen:
+    # None, so a spot pool carries the same prior as in the per-model placement.
+    pools = [PoolState(p.name, p.spec, int(snapshot.capacity_gpus.get(p.name, 0)), state.reclaims.rate_per_hour(p.name) or None)
              for p in snapshot.pools]
     model_states: list[ModelState] = []
     facts: dict[str, tuple[tuple[bool, str, str], float | None, float | None, float | None]] = {}
@@ -255,7 +256,10 @@ def plan_round(
                 mem.variability = Variability(lead=lead)  # a pool's start-up changed: rises over the old lead mislead
             # Declared events divided out: the margin measures the traffic's own noise, not the event the spec announced.
             mem.variability.observe(now, demand / event_multiplier(spec.scaling.schedule, now))
-            served = sum(n * caps[p].rps_per_replica for p, n in snap.ready.items() if p in caps)
+            # Doomed pods serve until they die, but not for long: a reclaim that leaves demand above what the others
+            # serve is an overload now (urgent: the replacements go where they are ready soonest).
+            live = _minus(snap.ready, snapshot.doomed_pods.get(snap.key, {}))
+            served = sum(n * caps[p].rps_per_replica for p, n in live.items() if p in caps)
             look = outlook(list(mem.history), mem.variability, spec.scaling.schedule, now, lead, config.interval_s,
                            served_capacity=served)
             to_cover = look.demand
@@ -287,10 +291,20 @@ def plan_round(
                 # capacity where it is ready soonest and move nothing this round.
                 urgent=not holding and look is not None and (look.urgent or (p95_ms is not None and p95_ms > spec.slo.p95_latency_ms)),
                 # stabilization_seconds stays None: the user's scaleDownStabilizationSeconds is honoured as declared.
+                lead_seconds=lead_seconds([p.startup_seconds for p in admitted.values()], config.interval_s),
             )
         )
     if not model_states:
         return RoundResult(now, {}, None, 0.0), state
+    # GPUs under doomed pods are no room for the replacements: they are on the nodes that go (the snapshot's
+    # capacity counts every pod of ours as used-and-available). Without this, a replacement is planned on the very
+    # pool that is being reclaimed and stays Pending while the pods it replaces die.
+    lost = {p.name: 0 for p in snapshot.pools}
+    for snap in snapshot.models:
+        for p, n in doomed_of.get(snap.key, {}).items():
+            if p in lost:
+                lost[p] += n * snap.rmd.spec.resources.gpus
+    pools = [PoolState(p.name, p.spec, max(0, p.capacity_gpus - lost[p.name]), p.reclaim_rate_per_hour) for p in pools]
     allocation, state.allocator = allocate(
         model_states, pools, now, state.allocator, time_limit=config.solver_time_limit_s,
         max_moves_per_interval=config.max_moves_per_interval, min_dwell_seconds=config.min_dwell_s,

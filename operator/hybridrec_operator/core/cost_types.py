@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse_rmd
-from hybridrec_operator.core.capacity import matches
+from hybridrec_operator.core.capacity import DISRUPTION_TAINT, matches
 from hybridrec_operator.core.capacity_model import CapacityModel, CapacitySource
 from hybridrec_operator.core.costing import SpendTracker
 from hybridrec_operator.core.decide import CONTROLLER_TRIGGER, ControllerVerdict
@@ -156,7 +156,6 @@ def build_snapshot(
                            pool_nodes=pool_nodes, doomed_nodes=doomed_nodes, doomed_pods=doomed_pods)
 
 
-DISRUPTION_TAINT = "karpenter.sh/disrupted"  # Karpenter taints a node it is about to take away (spot interruption)
 
 
 def doomed(node: Mapping[str, Any]) -> bool:
@@ -224,19 +223,28 @@ class ReclaimMemory:
 
     def observe(self, now: float, pool_nodes: Mapping[str, frozenset[str]], doomed_nodes: frozenset[str]) -> None:
         healthy_now = {n: p for p, ns in pool_nodes.items() for n in ns if n not in doomed_nodes}
+        lost: dict[str, int] = {}
         for node, pool in self.healthy.items():
             if node not in healthy_now:
-                self.events.setdefault(pool, deque()).append(now)
+                lost[pool] = lost.get(pool, 0) + 1
+        exposed = {pool: sum(1 for p in self.healthy.values() if p == pool) for pool in pool_nodes}
+        self.record(now, exposed, lost)
+        self.healthy = healthy_now
+
+    def record(self, now: float, exposed: Mapping[str, int], reclaimed: Mapping[str, int]) -> None:
+        """One observation by counts: ``exposed`` healthy nodes per pool since the last one, ``reclaimed`` of them
+        lost (doomed or gone) now. ``observe`` feeds it from node names; the simulator from its pods and notices."""
+        for pool, n in reclaimed.items():
+            self.events.setdefault(pool, deque()).extend([now] * n)
         if self.last is not None:
             hours = max(0.0, now - self.last) / 3600.0
-            for pool in pool_nodes:
-                count = sum(1 for p in self.healthy.values() if p == pool)
+            for pool, count in exposed.items():
                 self.exposure.setdefault(pool, deque()).append((now, count * hours))
         for table in (self.events, self.exposure):
             for q in table.values():
                 while q and (q[0] if isinstance(q[0], float) else q[0][0]) < now - RECLAIM_WINDOW_S:
                     q.popleft()
-        self.healthy, self.last = healthy_now, now
+        self.last = now
 
     def rate_per_hour(self, pool: str) -> float:
         """Reclaims per node-hour over the window (one replica per node is the conservative reading)."""

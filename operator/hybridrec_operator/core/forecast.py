@@ -7,10 +7,10 @@ Two entry points:
 
 * ``demand_to_cover`` (v1): trend over the lead time with the latest raw sample as a floor.
 * ``outlook`` (v2, what the simulator's hybridrec policy and the controller should use): the *level* (median of the
-  last minute, so one noisy scrape does not buy a replica) plus the Theil-Sen trend over the lead time, times
-  ``1 + margin`` where the margin is a high quantile of the relative rises actually seen over one lead time in the
-  recent past (``Variability``): smooth traffic gets a few percent, bursty traffic what its bursts need, never a
-  fixed padding and never the maximum of raw samples. A latest sample above what was covered is a jump: the outlook
+  last minute, so one noisy scrape does not buy a replica) plus the last minute's rising slope over the lead time,
+  times ``1 + margin`` where the margin is a high quantile of how far demand actually went above that same path
+  within one lead time in the recent past (``Variability``): smooth traffic gets a few percent, bursty traffic what
+  its bursts need, never a fixed padding and never the maximum of raw samples. A latest sample above what was covered is a jump: the outlook
   covers it at once and flags it ``urgent`` so the allocator picks the pool ready soonest.
 """
 
@@ -246,7 +246,7 @@ def outlook(
     interval: float,
     served_capacity: float | None = None,
 ) -> Outlook:
-    """Demand to cover over ``[now, now + lead_seconds]``: ``max(level, trend) x events x (1 + margin)``.
+    """Demand to cover over ``[now, now + lead_seconds]``: ``(level + slope) x events x (1 + margin)``.
 
     ``served_capacity`` (RPS the ready replicas serve within the SLO) makes an observed overload urgent even when
     the forecast would have covered it: the replicas are short now, whatever the plan said.
@@ -265,11 +265,17 @@ def outlook(
     slope = variability.slope() if variability.recent else 0.0
     latest_level = variability.recent[-1][1] if variability.recent else level
     factors = {float(t): event_multiplier(schedule, float(t)) for t in times}
-    base = max(max(level + slope * (t - now), trend.at(t)) * f for t, f in factors.items())
+    # The margin pads exactly the path it was measured against (level + the last minute's slope, ``Variability``).
+    # The 10-minute trend is not added on top: where it lies above that path (on the way down from a peak, after a
+    # step) it would pad a second time what the measured margin already covers, and buy capacity nothing justified.
+    # It stands in for the level only until the variability has seen samples.
+    path_level = level if variability.recent else trend.at(now)
+    base = max((path_level + slope * (t - now)) * f for t, f in factors.items())
     cover = base * (1.0 + margin)
     latest = max(history, key=lambda s: s.t)
-    # Beyond what the level and the margin explain now, whatever the slope promises: a jump, urgent.
-    jump = latest.rps > max(level, trend.at(now)) * event_multiplier(schedule, now) * (1.0 + margin)
+    # Beyond what the level (or a steady ramp, the trend at now) and the margin explain now, whatever the slope
+    # promises: a jump, urgent.
+    jump = latest.rps > max(path_level, trend.at(now)) * event_multiplier(schedule, now) * (1.0 + margin)
     if jump:
         cover = max(cover, max((latest_level + slope * (t - now)) * f for t, f in factors.items()) * (1.0 + margin))
     overload = served_capacity is not None and latest.rps > served_capacity

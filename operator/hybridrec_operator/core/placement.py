@@ -2,7 +2,7 @@
 
 Hard rules come from ``sensitivity.pool_admits`` only; everything else is preference. Allowed pools are ordered
 preferred first (in the order listed), then by effective price per served request: the effective price per GPU-hour
-(spot carries an interruption penalty) divided by what one replica of this model serves on the pool's GPU
+(spot carries its expected reclaim cost, ``spot_risk_per_hour``, the allocator's rule) divided by what one replica of this model serves on the pool's GPU
 (``capacity_model.hint_for``: the matching ``scaling.capacityHints`` entry, else ``targetRpsPerReplica``), the same
 per-pool capacity the global allocator weighs, so both agree on which pool is cheapest; ties broken private first; replicas fill that order in whole replicas within each pool's free capacity, and a
 ``budget.maxPerHour`` caps the spend. What cannot be placed is reported as a shortfall: a rule is never relaxed.
@@ -20,8 +20,11 @@ from hybridrec_operator.api.models import CapacityType, ComputePoolSpec, RecMode
 from hybridrec_operator.core.capacity_model import hint_for
 from hybridrec_operator.core.sensitivity import pool_admits
 
-# A spot GPU-hour is worth a bit less than an on-demand one: it can be taken back (restart, cold model load).
-SPOT_INTERRUPTION_PENALTY = 0.05
+# Reclaims per node-hour a spot pool is assumed to have until its own record says (``ReclaimMemory`` in the
+# controller, the simulator's count of notices): conservative, one per node-hour, which at a 90 s start-up is the
+# 5% premium spot used to carry here. It ranks a spot pool behind an on-demand one a few percent dearer; observed
+# reclaims replace it, in both the per-model placement and the global allocator.
+SPOT_PRIOR_RECLAIMS_PER_HOUR = 1.0
 DEFAULT_CURRENCY = "USD"
 _PRICE_TIE = 1e-9
 
@@ -104,12 +107,31 @@ def model_currency(spec: RecModelDeploymentSpec) -> str:
     return DEFAULT_CURRENCY
 
 
-def effective_price(pool_spec: ComputePoolSpec) -> float:
-    """Price per GPU-hour used to rank pools: the list price, plus a small interruption penalty on spot."""
-    price = pool_spec.pricing.price_per_gpu_hour
-    if pool_spec.pricing.capacity_type == CapacityType.SPOT:
-        price *= 1.0 + SPOT_INTERRUPTION_PENALTY
-    return price
+def reclaim_rate(pool_spec: ComputePoolSpec, observed_per_hour: float | None = None) -> float:
+    """Reclaims per node-hour expected on a pool: the observed rate when there is one, else the spot prior (0 for
+    pools that are not spot: a reserved or on-demand node that goes NotReady is observed, never assumed)."""
+    if observed_per_hour is not None:
+        return max(0.0, observed_per_hour)
+    return SPOT_PRIOR_RECLAIMS_PER_HOUR if pool_spec.pricing.capacity_type == CapacityType.SPOT else 0.0
+
+
+def spot_risk_per_hour(pool_spec: ComputePoolSpec, gpus: int, observed_per_hour: float | None = None) -> float:
+    """Expected extra cost per replica-hour of running on a pool that loses nodes: the one rule both the per-model
+    placement (``effective_price``) and the global allocator (``planner``) price spot with.
+
+    Each reclaim pays the replacement's start-up twice (the doomed replica and its successor overlap; the successor
+    bills from creation) and, when the notice is shorter than the start-up, serves nothing for the difference; both
+    are charged at the pool's price, a conservative stand-in for the SLO cost.
+    """
+    rate = reclaim_rate(pool_spec, observed_per_hour)
+    if rate <= 0:
+        return 0.0
+    return rate * pool_spec.pricing.price_per_gpu_hour * gpus * 2.0 * pool_spec.startup_seconds / 3600.0
+
+
+def effective_price(pool_spec: ComputePoolSpec, observed_reclaims_per_hour: float | None = None) -> float:
+    """Price per GPU-hour used to rank pools: the list price plus the expected reclaim cost (``spot_risk_per_hour``)."""
+    return pool_spec.pricing.price_per_gpu_hour + spot_risk_per_hour(pool_spec, 1, observed_reclaims_per_hour)
 
 
 def price_per_capacity(spec: RecModelDeploymentSpec, pool_spec: ComputePoolSpec) -> float:

@@ -268,7 +268,6 @@ def simulate(
     capacity = capacities(models, pools)
     demand = tick_demand(trace, tick, noise=noise, seed=seed)
     peak = {m.name: float(demand[m.name].max()) for m in models}
-    rate = reclaims.rate_for if reclaims.rate_per_pool_hour > 0 else None
     results: dict[str, PolicyResult] = {}
     for name in policies:
         if name == "oracle":
@@ -276,7 +275,7 @@ def simulate(
         else:
             policy = make_policy(
                 name, peak, pools, models, capacity, interval=interval, headroom=headroom, keda_threshold=keda_threshold,
-                reclaim_rate=rate, quantile=quantile,
+                quantile=quantile,
             )
             results[name] = run_policy(
                 policy, trace, pools, models, start=start, tick=tick, demand=demand, reclaims=reclaims, capacity=capacity

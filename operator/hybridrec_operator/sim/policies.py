@@ -2,7 +2,8 @@
 
 * ``hybridrec``: every interval, ``forecast.outlook`` (level + trend over the lead time, margin from the measured
   rises over one lead time, a jump or an overload flagged urgent) and the real ``planner.allocate`` with
-  per-(model, pool) capacities and spot risk. It watches reclaim notices (doomed pods are not counted).
+  per-(model, pool) capacities and spot risk. It watches reclaim notices (doomed pods are not counted) and learns
+  each pool's reclaim rate from them like the controller does (``ReclaimMemory``), never from the simulator.
 * ``hpa``: Kubernetes HPA defaults on GPU utilisation (target 70%, 10% tolerance, scale-up max(100%, 4 pods) per
   15 s sync, 300 s scale-down stabilisation, unready pods count as idle when scaling up).
 * ``keda``: the same HPA machinery on KEDA's RPS-per-replica metric (AverageValue target) with the threshold users
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hybridrec_operator.api.models import ComputePool, RecModelDeployment, Tenancy
+from hybridrec_operator.core.cost_types import ReclaimMemory
 from hybridrec_operator.core.forecast import Sample, Variability, event_multiplier, lead_seconds, outlook
 from hybridrec_operator.core.planner import DEFAULT_HEADROOM, AllocatorMemory, ModelState, PoolState, admitted_pools, allocate, wanted_replicas
 from hybridrec_operator.core.sensitivity import pool_admits
@@ -41,7 +43,9 @@ class Policy(Protocol):
         """Desired replicas per model and pool, or None to leave everything as it is."""
 
 
-def pool_states(pools: Sequence[ComputePool], reclaim_rate: Callable[[ComputePool], float] | None = None) -> list[PoolState]:
+def pool_states(pools: Sequence[ComputePool], reclaim_rate: Callable[[ComputePool], float | None] | None = None) -> list[PoolState]:
+    """Pools at their quotas. ``reclaim_rate``: observed reclaims per node-hour (None: none observed, the spot
+    prior); without it every pool is priced as never reclaimed (the oracle's view: no start-up, nothing to lose)."""
     return [PoolState(p.name, p.spec, p.spec.max_gpus, reclaim_rate(p) if reclaim_rate else 0.0) for p in pools]
 
 
@@ -61,15 +65,16 @@ class AllocatorPolicy:
     quantile: float = 0.95
     hold_leads: float = 1.0
     trend_seconds: float = 600.0
-    reclaim_rate: Callable[[ComputePool], float] | None = None
     memory: AllocatorMemory = field(default_factory=AllocatorMemory)
+    reclaims: ReclaimMemory = field(default_factory=ReclaimMemory)
     solve_seconds: list[float] = field(default_factory=list)
     history: dict[str, deque[Sample]] = field(default_factory=dict)
     variability: dict[str, Variability] = field(default_factory=dict)
     sees_notices: bool = True
 
     def __post_init__(self) -> None:
-        self._states = pool_states(self.pools, self.reclaim_rate)
+        self._states = pool_states(self.pools, lambda p: None)
+        self._noticed: set[int] = set()
         self._lead = {}
         for rmd in self.models:
             allowed = admitted_pools(rmd.spec, self._states)
@@ -87,7 +92,28 @@ class AllocatorPolicy:
                 return True
         return False
 
+    def _observe_reclaims(self, view: View) -> None:
+        """Reclaims per node-hour as the controller measures them (``ReclaimMemory``; one pod per node here): live
+        pods are exposure, a notice not seen before is a reclaim. Learned, not told: the policy never sees the rate
+        the simulator draws from."""
+        exposed: dict[str, int] = {p.name: 0 for p in self.pools}
+        reclaimed: dict[str, int] = {}
+        doomed_now: set[int] = set()
+        for (_, pool), pods in view.cluster.pods.items():
+            if pool not in exposed:
+                continue
+            for pod in pods:
+                if pod.doomed_at is None:
+                    exposed[pool] += 1
+                else:
+                    doomed_now.add(id(pod))
+                    if id(pod) not in self._noticed:
+                        reclaimed[pool] = reclaimed.get(pool, 0) + 1
+        self._noticed = doomed_now
+        self.reclaims.record(view.t, exposed, reclaimed)
+
     def decide(self, view: View) -> dict[str, dict[str, int]] | None:
+        self._observe_reclaims(view)
         for rmd in self.models:
             h = self.history.setdefault(rmd.name, deque())
             h.append(Sample(view.epoch, view.demand[rmd.name]))
@@ -119,9 +145,11 @@ class AllocatorPolicy:
                     rps_per_pool={p.name: self.capacity[(rmd.name, p.name)] for p in self.pools},
                     urgent=look.urgent or overloaded,
                     stabilization_seconds=self.hold_leads * lead,
+                    lead_seconds=lead,
                 )
             )
-        allocation, self.memory = allocate(models, self._states, view.epoch, self.memory, headroom=0.0)
+        states = [PoolState(p.name, p.spec, p.capacity_gpus, self.reclaims.rate_per_hour(p.name) or None) for p in self._states]
+        allocation, self.memory = allocate(models, states, view.epoch, self.memory, headroom=0.0)
         self.solve_seconds.append(allocation.solve_seconds)
         return {k: dict(a.replicas) for k, a in allocation.models.items()}
 
@@ -256,7 +284,6 @@ def make_policy(
     interval: float = 30.0,
     headroom: float = DEFAULT_HEADROOM,
     keda_threshold: float = DEFAULT_KEDA_THRESHOLD,
-    reclaim_rate: Callable[[ComputePool], float] | None = None,
     quantile: float = 0.95,
 ) -> Policy:
     """A fresh policy object by name (see ``POLICIES``; ``oracle`` is ``engine.run_oracle``)."""
@@ -264,7 +291,7 @@ def make_policy(
     public = [p for p in pools if p.spec.tenancy == Tenancy.PUBLIC]
     if name in ("hybridrec", "private-only"):
         offered = pools if name == "hybridrec" else private
-        return AllocatorPolicy(name, models, offered, capacity, interval=interval, reclaim_rate=reclaim_rate, quantile=quantile)
+        return AllocatorPolicy(name, models, offered, capacity, interval=interval, quantile=quantile)
     if name == "hpa":
         return HpaPolicy(name, models, pools, target_utilisation=0.7)
     if name == "keda":

@@ -18,7 +18,7 @@ HINTS = [{"gpuModel": "Tesla-T4", "rpsPerReplica": 100}, {"gpuModel": "NVIDIA-A1
 
 
 def gpu_pool(name: str, gpu: str, price: float, *, tenancy: str = "private", max_gpus: int = 32, startup: int = 60,
-             capacity_type: str = "on-demand", reclaims: float = 0.0) -> PoolState:
+             capacity_type: str = "on-demand", reclaims: float | None = 0.0) -> PoolState:
     spec = pool_spec(tenancy, price, max_gpus, startup=startup)
     spec = ComputePoolSpec.model_validate({**spec.to_wire(), "gpu": {"model": gpu}, "pricing": {"pricePerGpuHour": price, "capacityType": capacity_type}})
     return PoolState(name, spec, max_gpus, reclaims)

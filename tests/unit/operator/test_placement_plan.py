@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 from hybridrec_operator.api.models import SENSITIVE, ComputePoolSpec, RecModelDeploymentSpec, Sensitivity, Tenancy
 from hybridrec_operator.core.placement import (
-    SPOT_INTERRUPTION_PENALTY,
+    SPOT_PRIOR_RECLAIMS_PER_HOUR,
     PoolView,
     allowed_pools,
     desired_replicas,
     effective_price,
     plan_placement,
     price_per_capacity,
+    spot_risk_per_hour,
 )
 from hybridrec_operator.core.sensitivity import pool_admits
 
@@ -184,7 +185,14 @@ def test_kept_reason_on_a_price_tie() -> None:
 def test_effective_price() -> None:
     assert effective_price(pool_spec(price=2.0)) == 2.0
     assert effective_price(pool_spec(price=2.0, capacity="reserved")) == 2.0
-    assert effective_price(pool_spec("public", price=2.0, capacity="spot")) == pytest.approx(2.0 * (1 + SPOT_INTERRUPTION_PENALTY))
+    spot = pool_spec("public", price=2.0, capacity="spot")
+    # Spot carries its expected reclaim cost, the allocator's rule: the prior until reclaims are observed, then those.
+    assert effective_price(spot) == pytest.approx(2.0 + spot_risk_per_hour(spot, 1))
+    assert spot_risk_per_hour(spot, 1) == pytest.approx(SPOT_PRIOR_RECLAIMS_PER_HOUR * 2.0 * 2 * spot.startup_seconds / 3600)
+    assert effective_price(spot) > 2.0
+    assert effective_price(spot, 0.0) == 2.0  # observed: none lost
+    assert effective_price(spot, 3.0) == pytest.approx(2.0 + 3.0 * 2.0 * 2 * spot.startup_seconds / 3600)
+    assert effective_price(pool_spec(price=2.0), None) == 2.0  # not spot: no prior
 
 
 @pytest.mark.parametrize(
