@@ -161,5 +161,11 @@ def test_retraining_promotes_a_better_version_to_the_servers_and_rejects_a_worse
         assert any(e.reason == "NoImprovement" and e.type == "Warning" for e in api.events(f"{MODEL}-worse"))
         assert api.rmd()["status"]["promotedModel"]["run"] == f"{MODEL}-better"
         assert served_shas(pod_runner) == {artifact["sha256"]}
+
+        # Both runs' measured cost is the model's training spend (what its lifecycle ROI adds to economics.training).
+        costs = [api.run(f"{MODEL}-{n}")["status"] for n in ("better", "worse")]
+        spent = eventually(lambda: (s := (api.rmd()["status"].get("trainingSpend") or {})).get("runs") == 2 and s,
+                           20, 0.5, "the model's trainingSpend counting both runs")
+        assert spent["cost"]["USD"] == pytest.approx(sum(c["cost"] for c in costs), abs=1e-5) and spent["cost"]["USD"] > 0
     finally:
         hybridrec_api.kubectl("delete", "rmd", "-n", NS, MODEL, "--ignore-not-found", "--wait=false", check=False)

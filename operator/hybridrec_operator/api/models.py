@@ -776,6 +776,29 @@ class PromotedModel(ApiModel):
     replaces: ModelArtifact
 
 
+class TrainingSpend(ApiModel):
+    """What the model's retraining runs cost, measured (GPU-hours each run's pods held x its pool's price), written by
+    the retraining controller; pruned runs stay counted (``retired*``). Summed into the lifecycle ROI over the
+    first version's ``spec.economics.training`` (``core/costing.model_lifecycle``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cost: Annotated[
+        dict[str, float],
+        Field(description="Money spent on the model's training runs, per ISO 4217 currency (no exchange rates)."),
+    ] = Field(default_factory=dict)
+    gpu_hours: Annotated[float, Field(ge=0, description="GPU-hours the runs' pods held.")] = 0.0
+    runs: Annotated[int, Field(ge=0, description="Runs counted (pruned ones included).")] = 0
+    retired_cost: Annotated[dict[str, float], Field(description="Part of cost from runs already pruned.")] = Field(default_factory=dict)
+    retired_gpu_hours: Annotated[float, Field(ge=0)] = 0.0
+    retired_runs: Annotated[int, Field(ge=0)] = 0
+    retired_names: Annotated[
+        list[Annotated[str, Field(max_length=63)]],
+        Field(max_length=100, description="The most recently pruned runs already counted (a prune retried after a failed "
+              "delete is not counted twice)."),
+    ] = Field(default_factory=list)
+
+
 class RecModelDeploymentStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -793,6 +816,10 @@ class RecModelDeploymentStatus(ApiModel):
     promoted_model: Annotated[
         PromotedModel | None,
         Field(description="Written by the retraining controller (docs/training.md): the version served instead of spec.model."),
+    ] = None
+    training_spend: Annotated[
+        TrainingSpend | None,
+        Field(description="Written by the retraining controller: the measured cost of the model's training runs."),
     ] = None
 
 

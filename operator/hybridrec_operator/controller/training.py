@@ -36,7 +36,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from hybridrec_operator.api.models import API_VERSION, RecModelDeployment, parse_pool, parse_rmd
+from hybridrec_operator.api.models import API_VERSION, RecModelDeployment, TrainingSpend, parse_pool, parse_rmd
 from hybridrec_operator.api.training_run import (
     TERMINAL_PHASES,
     Evaluation,
@@ -218,42 +218,73 @@ class TrainingController:
         by_model: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for obj in runs:
             by_model.setdefault((obj["metadata"]["namespace"], (obj.get("spec") or {}).get("model", "")), []).append(obj)
+        parsed: dict[tuple[str, str], RecModelDeployment] = {}
+        spends: dict[tuple[str, str], TrainingSpend | None] = {}
         for key, obj in rmds.items():
             try:
                 rmd = parse_rmd(obj)
             except ValidationError:
                 continue  # the serving reconcile reports an unusable model
+            parsed[key] = rmd
+            spends[key] = rmd.status.training_spend if rmd.status is not None else None
             if rmd.spec.training is not None:
-                self.schedule(obj, rmd, by_model.get(key, []), now)
+                spends[key] = self.schedule(obj, rmd, by_model.get(key, []), now, spends[key])
         for obj in runs:
             key = (obj["metadata"]["namespace"], (obj.get("spec") or {}).get("model", ""))
             try:
                 self.reconcile_run(obj, rmds.get(key), pools, now)
             except ApiException as exc:
                 log.warning("training run %s/%s: %s", key[0], obj["metadata"]["name"], api_message(exc))
+        for key, rmd in parsed.items():
+            if key in by_model or spends[key] is not None:
+                try:
+                    self._update_spend(rmd, by_model.get(key, []), spends[key])
+                except ApiException as exc:
+                    log.warning("training spend of %s/%s: %s", key[0], key[1], api_message(exc))
         self.forget_missing({(o["metadata"]["namespace"], o["metadata"]["name"]) for o in runs})
 
-    def schedule(self, obj: Mapping[str, Any], rmd: RecModelDeployment, run_objs: list[dict[str, Any]], now: datetime) -> str | None:
-        """Create the run of the latest due fire time, unless a run is active (no overlap); prune old runs."""
+    def _update_spend(self, rmd: RecModelDeployment, run_objs: list[dict[str, Any]], spend: TrainingSpend | None) -> None:
+        """The model's status.trainingSpend: every placed run's measured cost, pruned runs included (the lifecycle ROI
+        reads it). ``run_objs`` were read at the start of the pass: a cost measured during it counts at the next."""
+        runs = []
+        for obj in run_objs:
+            try:
+                runs.append(parse_run(obj))
+            except ValidationError:
+                continue
+        new = core.training_spend(runs, spend)
+        if new != spend:
+            self._set_model_status(rmd, {"trainingSpend": new.to_wire()})
+
+    def schedule(self, obj: Mapping[str, Any], rmd: RecModelDeployment, run_objs: list[dict[str, Any]], now: datetime,
+                 spend: TrainingSpend | None = None) -> TrainingSpend | None:
+        """Create the run of the latest due fire time, unless a run is active (no overlap); prune old runs, their
+        measured cost kept in the model's status.trainingSpend first. Returns the model's spend after pruning."""
         training = rmd.spec.training
         assert training is not None
         runs = [parse_run(r) for r in run_objs]
         ours = [r for r in run_objs if ((r["metadata"].get("labels") or {}).get(MANAGED_BY) == "hybridrec" and _owned_by(r, obj))]
-        for name in core.runs_to_prune([parse_run(r) for r in ours], training.history_limit):
+        ours_parsed = {r.name: r for r in (parse_run(o) for o in ours)}
+        for name in core.runs_to_prune(list(ours_parsed.values()), training.history_limit):
             uid = next(r["metadata"]["uid"] for r in ours if r["metadata"]["name"] == name)
+            retired = core.retire(spend or TrainingSpend(), ours_parsed[name])
+            if retired != (spend or TrainingSpend()):
+                # Before the delete: a run deleted with its cost not yet kept would vanish from the lifecycle cost.
+                self._set_model_status(rmd, {"trainingSpend": retired.to_wire()})
+                spend = retired
             self.kube.request("DELETE", f"{RUNS}/namespaces/{rmd.namespace}/recmodeltrainingruns/{name}",
                               body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
                                     "preconditions": {"uid": uid}})
         if training.suspend:
-            return None
+            return spend
         stamps = [_parse_time((r["metadata"].get("annotations") or {}).get(SCHEDULED_ANNOTATION)) for r in run_objs]
         after = max([s for s in stamps if s] or [_parse_time(obj["metadata"].get("creationTimestamp")) or now])
         when = core.due_time(training.schedule, after, now)
         if when is None:
-            return None
-        if core.has_active_run(runs):
-            return None  # concurrencyPolicy Forbid: this fire time is skipped; the next one after it counts
-        return self.create_run(obj, rmd, "schedule", when)
+            return spend
+        if not core.has_active_run(runs):  # concurrencyPolicy Forbid: else this fire time is skipped
+            self.create_run(obj, rmd, "schedule", when)
+        return spend
 
     def create_run(self, obj: Mapping[str, Any], rmd: RecModelDeployment, trigger: str, when: datetime) -> str | None:
         name = core.run_name(rmd.name, when)
@@ -431,8 +462,11 @@ class TrainingController:
 
     def _set_promoted(self, rmd: RecModelDeployment, promoted: dict[str, Any] | None) -> None:
         """Write (or clear) the model's status.promotedModel: the serving reconcile renders it over spec.model."""
+        self._set_model_status(rmd, {"promotedModel": promoted})
+
+    def _set_model_status(self, rmd: RecModelDeployment, fields: Mapping[str, Any]) -> None:
         self.kube.request("PATCH", f"{RUNS}/namespaces/{rmd.namespace}/recmodeldeployments/{rmd.name}/status",
-                          body={"status": {"promotedModel": promoted}}, content_type="application/merge-patch+json")
+                          body={"status": dict(fields)}, content_type="application/merge-patch+json")
 
     def _rolled_out(self, rmd: RecModelDeployment, sha: str | None) -> tuple[bool, str]:
         """Whether every Deployment of the model runs ``sha`` with all its replicas updated and available (the

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import SupportsFloat
 
-from hybridrec_operator.api.models import Budget, ComputePoolSpec, Economics
+from hybridrec_operator.api.models import Budget, ComputePoolSpec, Economics, RecModelDeployment, TrainingSpend
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 SECONDS_PER_HOUR = Decimal(3600)
@@ -248,12 +248,15 @@ def _ratio(numerator: Money, denominator: Money) -> float:
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """The lifecycle cost model of ``spec.economics`` against the business value it produces."""
+    """The lifecycle cost model of ``spec.economics`` against the business value it produces. ``training`` is the
+    first version's (``economics.training``, typed by the user: nobody measured it) plus ``training_measured``, what
+    the model's retraining runs cost as measured (``status.trainingSpend``)."""
 
     training: Money
     deployment: Money
     maintenance: Money
     benefit: Money
+    training_measured: Money | None = None
 
     @property
     def total_cost(self) -> Money:
@@ -274,9 +277,11 @@ class Lifecycle:
         return ratio
 
 
-def lifecycle(economics: Economics) -> Lifecycle:
-    """training = gpus x hours x price; deployment = gpus x tps x unit cost; maintenance = people x hours x rate;
-    benefit = requests x CTR x CVR x value per conversion; all in ``economics.currency``."""
+def lifecycle(economics: Economics, measured_training: Money | None = None) -> Lifecycle:
+    """training = gpus x hours x price (the first version) + ``measured_training`` (the retraining runs);
+    deployment = gpus x tps x unit cost; maintenance = people x hours x rate; benefit = requests x CTR x CVR x value
+    per conversion; all in ``economics.currency`` (a measured amount in another currency raises
+    ``CurrencyMismatchError``: :func:`measured_training_cost` picks the right one)."""
     c = economics.currency
     t, d, m, b = economics.training, economics.deployment, economics.maintenance, economics.business_value
     d_ = to_decimal
@@ -286,9 +291,32 @@ def lifecycle(economics: Economics) -> Lifecycle:
         # the ROI a ratio no float can hold.
         return Money(value, c).rounded(MICRO_PLACES)
 
+    first = amount(d_(t.gpus) * d_(t.hours) * d_(t.price_per_gpu_hour))
+    measured = amount(measured_training.amount) if measured_training is not None and measured_training.currency == c else None
+    if measured_training is not None and measured is None:
+        raise CurrencyMismatchError(f"measured training cost in {measured_training.currency}, economics in {c}")
     return Lifecycle(
-        training=amount(d_(t.gpus) * d_(t.hours) * d_(t.price_per_gpu_hour)),
+        training=first + measured if measured is not None else first,
+        training_measured=measured,
         deployment=amount(d_(d.gpus) * d_(d.tps) * d_(d.unit_cost)),
         maintenance=amount(d_(m.people) * d_(m.hours) * d_(m.rate_per_hour)),
         benefit=amount(d_(b.requests) * d_(b.click_through_rate) * d_(b.conversion_rate) * d_(b.value_per_conversion)),
     )
+
+
+def measured_training_cost(spend: TrainingSpend | None, currency: str) -> Money | None:
+    """What the model's retraining runs cost in ``currency`` (``status.trainingSpend``); None when no run was
+    measured in it. Runs priced in another currency are left out: there are no exchange rates here."""
+    if spend is None or currency not in spend.cost:
+        return None
+    return Money.of(spend.cost[currency], currency)
+
+
+def model_lifecycle(rmd: RecModelDeployment) -> Lifecycle | None:
+    """The model's lifecycle: ``spec.economics`` with its measured retraining spend summed into training (pure);
+    None without ``spec.economics``."""
+    economics = rmd.spec.economics
+    if economics is None:
+        return None
+    spend = rmd.status.training_spend if rmd.status is not None else None
+    return lifecycle(economics, measured_training_cost(spend, economics.currency))

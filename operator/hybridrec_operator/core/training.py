@@ -31,6 +31,7 @@ from hybridrec_operator.api.models import (
     RecModelDeploymentSpec,
     Sensitivity,
     Tenancy,
+    TrainingSpend,
 )
 from hybridrec_operator.api.training import EvaluationGate
 from hybridrec_operator.api.training_run import TERMINAL_PHASES, Evaluation, RecModelTrainingRun, RunPhase
@@ -375,3 +376,44 @@ def gpu_hours(pods: Iterable[PodSpan], now: datetime) -> float:
 
 def run_cost(hours: float, price_per_gpu_hour: float) -> float:
     return round(hours * price_per_gpu_hour, 6)
+
+
+# ------------------------------------------------------------------------------------- the model's spend
+
+RETIRED_NAMES_KEPT = 100  # TrainingSpend.retired_names max_length
+
+
+def _counted(run: RecModelTrainingRun) -> bool:
+    """A run that was placed (it has a pool): its measured cost counts, zero or not."""
+    return run.status is not None and bool(run.status.pool)
+
+
+def retire(spend: TrainingSpend, run: RecModelTrainingRun) -> TrainingSpend:
+    """``spend`` with ``run`` (about to be pruned) moved into the retired part, once (pure): a prune retried after a
+    failed delete finds the run's name in ``retired_names`` and adds nothing."""
+    if run.name in spend.retired_names or not _counted(run):
+        return spend
+    assert run.status is not None
+    retired = dict(spend.retired_cost)
+    retired[run.status.currency] = round(retired.get(run.status.currency, 0.0) + run.status.cost, 6)
+    return spend.model_copy(update={
+        "retired_cost": retired, "retired_gpu_hours": round(spend.retired_gpu_hours + run.status.gpu_hours, 6),
+        "retired_runs": spend.retired_runs + 1, "retired_names": [*spend.retired_names, run.name][-RETIRED_NAMES_KEPT:],
+    })
+
+
+def training_spend(runs: Iterable[RecModelTrainingRun], previous: TrainingSpend | None) -> TrainingSpend:
+    """The model's measured training spend (pure): the retired part of ``previous`` plus every existing run that was
+    placed and is not already retired, per currency (amounts in different currencies are never added)."""
+    base = previous or TrainingSpend()
+    cost = dict(base.retired_cost)
+    hours, count = base.retired_gpu_hours, base.retired_runs
+    for run in runs:
+        if not _counted(run) or run.name in base.retired_names:
+            continue
+        assert run.status is not None
+        cost[run.status.currency] = cost.get(run.status.currency, 0.0) + run.status.cost
+        hours += run.status.gpu_hours
+        count += 1
+    return base.model_copy(update={"cost": {c: round(v, 6) for c, v in sorted(cost.items())},
+                                   "gpu_hours": round(hours, 6), "runs": count})
