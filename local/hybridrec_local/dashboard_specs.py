@@ -129,6 +129,18 @@ COST = DashboardSpec(
             (Query(f"sum by (namespace, model, currency) (hybridrec_spend_total{{{_M}}})", "{{model}} ({{currency}})"),),
             width=24,
         ),
+        PanelSpec(
+            "Training vs serving spend",
+            "What retraining cost (dashed: each kept run's measured GPU-hours x its pool's price, summed per model; "
+            "docs/training.md) next to what serving cost since the operator started (solid). The model's lifetime "
+            "training spend, pruned runs included, is its status.trainingSpend.",
+            (
+                Query(f"sum by (namespace, model, currency) (hybridrec_spend_total{{{_M}}})", "{{model}} serving ({{currency}})"),
+                Query(f"sum by (namespace, model, currency) (hybridrec_training_cost{{{_M}}})", "{{model}} training ({{currency}})"),
+            ),
+            dashed=".* training .*",
+            width=24,
+        ),
     ),
 )
 

@@ -10,7 +10,8 @@ template variables rendered the way Grafana renders them. A query that errors, o
 The models are shaped so every metric family appears: ``dash-costed`` (public data) has a budget and lifecycle
 economics and gets more traffic than one replica is sized for, so the cost controller scales it; ``dash-sensitive``
 (restricted data) feeds the placement panels (tenancy x sensitivity, capacity shortfall, which is 0 here but
-published).
+published). A training run of ``dash-costed`` (its input does not exist: the pod runner's trainer exits at once with
+bad input, the run fails) still held a GPU for a moment, so the training-spend panel has its measured cost.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ COSTED = "dash-costed"
 SENSITIVE = "dash-sensitive"
 MODELS = (COSTED, SENSITIVE)
 GROUP, VERSION = "hybridrec.io", "v1alpha1"
+TRAINING_RUN = f"{COSTED}-spend"
 
 # dash-costed: 8 RPS against 5 RPS per replica needs 2 replicas, so the cost controller must scale it up (a decision).
 COSTED_RPS, COSTED_RPS_PER_REPLICA = 8.0, 5
@@ -66,6 +68,13 @@ def costed_model(s3: MotoS3) -> dict[str, Any]:
         budget={"maxPerHour": 40, "maxPerMonth": 20000, "currency": "USD"},
         economics=WORKED_EXAMPLE_ECONOMICS,
     )
+
+
+def training_run(s3: MotoS3) -> dict[str, Any]:
+    """A run of dash-costed on an input that does not exist: it is placed and paid for, then fails (bad input)."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RecModelTrainingRun", "metadata": {"name": TRAINING_RUN, "namespace": NS},
+            "spec": {"model": COSTED, "dataUri": f"s3://{s3.bucket}/{COSTED}/no-such-interactions.csv",
+                     "outputUri": f"s3://{s3.bucket}/{COSTED}/versions"}}
 
 
 def sensitive_model(s3: MotoS3) -> dict[str, Any]:
@@ -175,7 +184,7 @@ def test_every_dashboard_panel_query_returns_data(
     window_s = rate_window_s(prometheus.scrape_interval_s)
     window = f"{window_s}s"
     loads: list[PacedLoad] = []
-    for body in (costed_model(moto_s3), sensitive_model(moto_s3)):
+    for body in (costed_model(moto_s3), sensitive_model(moto_s3), training_run(moto_s3)):
         kubectl("apply", "-f", "-", input=json.dumps(body))
     try:
         eventually(lambda: all(pod_runner.servers().get(f"{NS}/{m}") for m in MODELS), 150, 1.0,
@@ -220,6 +229,7 @@ def test_every_dashboard_panel_query_returns_data(
     finally:
         for ld in loads:
             ld.stop()
+        kubectl("delete", "recmodeltrainingruns.hybridrec.io", "-n", NS, TRAINING_RUN, "--ignore-not-found", "--wait=false", check=False)
         kubectl("delete", "recmodeldeployments.hybridrec.io", "-n", NS, *MODELS, "--ignore-not-found", "--wait=false", check=False)
         # Free the GPUs and the server processes for the tests after this one.
         eventually(lambda: not model_pods(core) and not any(pod_runner.servers().get(f"{NS}/{m}") for m in MODELS), 120, 1.0,
