@@ -43,6 +43,7 @@ cleanup() { [ ${#TEMP_DIRS[@]} -eq 0 ] || rm -rf "${TEMP_DIRS[@]}"; }
 trap cleanup EXIT
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+stamp() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 install_tools() {
   local need=()
@@ -158,6 +159,10 @@ build_app() {
             | sha256sum | cut -c1-16)"
     (cd "$ROOT" && cp --parents "${files[@]}" "$ctx/")
   fi
+  # podman's layer cache keys a COPY by its files' metadata too: one mode and mtime, so equal content hits the cache
+  # (the dependency layers, several GB for the server, are reused whatever a checkout or git archive stamped).
+  chmod -R u=rwX,go=rX "$ctx"
+  find "$ctx" -exec touch -h -d @1 {} +
   if [ "$always" = no ] && pod image exists "$image" \
      && [ "$(pod image inspect --format "{{index .Labels \"$HASH_LABEL\"}}" "$image")" = "$key" ]; then
     echo "$name $image cached $key"; return
@@ -169,12 +174,15 @@ build_app() {
   # The build stage gets a tag of its own: its layers (the dependencies) are then no dangling images, so pruning the
   # images older builds left behind keeps the cache that makes the next build take seconds.
   if ! { pod build "${common[@]}" --target build -t "localhost/hybridrec-$name-build:latest" "$ctx" \
-         && pod build "${common[@]}" --label "$HASH_LABEL=$key" -t "$image" "$ctx"; } > "$DIR/build-$name.log" 2>&1; then
+         && stamp "build stage done" \
+         && pod build "${common[@]}" --label "$HASH_LABEL=$key" -t "$image" "$ctx" \
+         && stamp "image committed"; } > "$DIR/build-$name.log" 2>&1; then
     log "podman build of $image failed; last lines of $DIR/build-$name.log:"
     tail -n 40 "$DIR/build-$name.log" >&2
     exit 1
   fi
   pod image prune -f > /dev/null 2>&1 || true
+  stamp "pruned" >> "$DIR/build-$name.log"
   echo "$name $image built $key $((SECONDS - t0))s"
 }
 
@@ -190,6 +198,9 @@ cmd="${1:-}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   build)
     what="${1:-all}"
+    # One build at a time per machine (two test sessions, or make images during a test run, share the image store).
+    exec 9> "$DIR/build.lock"
+    flock 9
     install_tools
     write_config
     case "$what" in
