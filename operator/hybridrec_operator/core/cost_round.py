@@ -35,7 +35,7 @@ from hybridrec_operator.core.cost_types import (
     RoundResult,
     _rps,
 )
-from hybridrec_operator.core.costing import Money, SpendTracker, cost_per_1k_requests, lifecycle
+from hybridrec_operator.core.costing import Money, SpendTracker, cost_per_1k_requests, model_lifecycle
 from hybridrec_operator.core.forecast import Outlook, Sample, Variability, event_multiplier, lead_seconds, outlook
 from hybridrec_operator.core.observation import DataState, ModelObservation, Observation
 from hybridrec_operator.core.planner import ModelAllocation, ModelState, PoolState, admitted_pools, allocate
@@ -176,7 +176,9 @@ def account(mem: ModelMemory, snap: ModelSnapshot, targets: Mapping[str, int], p
     budget = snap.rmd.spec.budget
     same_currency = budget is not None and budget.currency == currency
     per_1k = cost_per_1k_requests(rate, demand_rps)
-    roi = lifecycle(snap.rmd.spec.economics).roi if snap.rmd.spec.economics is not None else None
+    # Measured retraining spend (status.trainingSpend) counts into the lifecycle cost the ROI divides by.
+    lifecycle = model_lifecycle(snap.rmd)
+    roi = lifecycle.roi if lifecycle is not None else None
     return Accounting(
         currency=currency,
         cost_per_hour=per_hour,

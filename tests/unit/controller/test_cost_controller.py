@@ -350,6 +350,20 @@ def test_wanted_replicas_gauge_shows_the_stabilised_want_and_only_with_fresh_dat
     assert metric_values(dataclasses.replace(out, observed=False, observed_reason="MetricsStale"), rmd)[m.WANTED] == {}
 
 
+def test_roi_counts_the_measured_retraining_spend_in_status() -> None:
+    economics = {"currency": "USD", "training": {"gpus": 32, "hours": 3, "pricePerGpuHour": 5},
+                 "deployment": {"gpus": 1, "tps": 100, "unitCost": 0.1},
+                 "maintenance": {"people": 2, "hours": 100, "ratePerHour": 0.5},
+                 "businessValue": {"requests": 1e8, "clickThroughRate": 0.005, "conversionRate": 0.003,
+                                   "valuePerConversion": 0.1}}
+    typed = {**model(), "spec": {**model()["spec"], "economics": economics}}
+    measured = {**typed, "status": {"trainingSpend": {"cost": {"USD": 70.0}, "gpuHours": 14.0, "runs": 2}}}
+    roi = [rounds(body, {"onprem-t4": 1}, busy(5, {"onprem-t4": 1}, 10), 1)[0].outcomes[KEY].accounting.roi
+           for body in (typed, measured)]
+    # The worked example: 150 / 590 typed; two measured runs add 70 to the training cost: 150 / 660.
+    assert roi[0] == pytest.approx(150 / 590) and roi[1] == pytest.approx(150 / 660)
+
+
 def test_solver_limit_defaults_to_the_measured_p99() -> None:
     assert ControllerConfig.from_env({}).solver_time_limit_s == 0.2
 
