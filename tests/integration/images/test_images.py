@@ -171,7 +171,7 @@ def test_operator_image_reconciles_with_the_chart_deployment(
                                                kubernetes_service=(api.host, api.port or 443), service_account_dir=sa_dir,
                                                volume_dir=tmp_path / "volumes"),
                            image_user=_image_user(operator_image))
-    assert args[args.index("--user") + 1] == "65532:65532"  # the chart's runAsUser, not the image's USER 10001
+    assert args[args.index("--user") + 1] == "10001:10001"  # the chart's runAsUser, the image's USER too
     container = Container.start(args)
     installed("create", "namespace", WORKLOAD_NS, check=False)
     try:
@@ -189,7 +189,7 @@ def test_operator_image_reconciles_with_the_chart_deployment(
         assert lease and lease["spec"].get("holderIdentity", "").startswith(f"{name}_"), lease  # POD_NAME (downward API)
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         assert metrics.status_code == 200 and "hybridrec_" in metrics.text
-        _check_confinement(container, 65532)
+        _check_confinement(container, 10001)
         logs = container.logs(400)
         assert "Forbidden" not in logs, logs
         # A pod's stop: SIGTERM, and kopf exits cleanly within the grace period.
