@@ -91,10 +91,6 @@ class TrainingPolicy(_Wire):
         int, Field(ge=0, le=86400, description="After a promotion, how long the model must stay Ready with the new "
                    "version rolled out before the run is Promoted.")
     ] = 300
-    max_error_ratio: Annotated[
-        float, Field(ge=0, le=1, description="Error ratio that should roll a promotion back (reserved: not yet read, "
-                     "docs/training.md).")
-    ] = 0.05
     backoff_limit: Annotated[
         int, Field(ge=0, le=20, description="Retries of a failed training pod (a spot reclaim is not counted: the pod "
                    "resumes from its last checkpoint).")
