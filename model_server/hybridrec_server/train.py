@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from .data import (
     sample_negatives,
     subsample_users,
 )
+
+if TYPE_CHECKING:
+    from .train_checkpoint import EpochCheckpoints
 
 log = logging.getLogger(__name__)
 N_NEGATIVES = 99
@@ -157,12 +160,15 @@ def train_and_evaluate(
     data_path: str | Path | None = None,
     version: str | None = None,
     torch_threads: int | None = 1,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``architecture`` for at most ``epochs`` (early stopping on validation HR@10), evaluate on
     the test split, export an artifact to ``out_dir`` (a new temp dir by default).
 
     ``subsample`` keeps that many randomly chosen users (CI smoke runs). ``torch_threads`` defaults to 1:
     these matmuls are tiny, and OpenMP threads spinning on a busy CPU made steps 20x slower.
+    ``checkpoints`` (``train_checkpoint``): save the training state after every epoch and resume from the latest
+    complete checkpoint made for the same data and settings; ``metrics["resumed_from_epoch"]`` says where it resumed.
     Returns ``(artifact_dir, metrics)``.
     """
     import torch
@@ -171,7 +177,9 @@ def train_and_evaluate(
     if torch_threads:
         torch.set_num_threads(torch_threads)
     try:
-        return _train_and_evaluate(architecture, epochs, out_dir, subsample, seed, device, config, data_path, version)
+        return _train_and_evaluate(
+            architecture, epochs, out_dir, subsample, seed, device, config, data_path, version, checkpoints
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -186,7 +194,11 @@ def _train_and_evaluate(
     config: TrainConfig | None,
     data_path: str | Path | None,
     version: str | None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> tuple[Path, dict[str, Any]]:
+    import dataclasses
+    import hashlib
+
     import torch
 
     from .export import export_artifact
@@ -220,11 +232,39 @@ def _train_and_evaluate(
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, copy.deepcopy(model.state_dict()))
     history: list[dict[str, float]] = []
     epochs_run = 0
+    start_epoch, stopped, resumed_from = 1, False, None
+    # What a checkpoint must have been made for: other data or settings make its state meaningless here.
+    fingerprint: dict[str, Any] = {
+        "architecture": architecture, "seed": seed, "n_users": n_users, "n_items": n_items,
+        "config": dataclasses.asdict(cfg),
+        "train_sha256": hashlib.sha256(split.train_users.tobytes() + split.train_items.tobytes()).hexdigest(),
+    }
+    state = checkpoints.load(fingerprint) if checkpoints is not None else None
+    if state is not None:
+        try:
+            model.load_state_dict(state.model)
+            optimiser.load_state_dict(state.optimiser)
+            gen.set_state(state.generator_state)
+            torch.set_rng_state(state.torch_rng_state)
+        except Exception as exc:  # noqa: BLE001 - e.g. shapes that do not fit: start over from a clean model
+            log.warning("ignoring the checkpoint at %s, training from epoch 1: %s", checkpoints.store.where, exc)  # type: ignore[union-attr]
+            _seed_everything(seed)
+            model = build_model(architecture, dims).to(dev)
+            optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            best = (-1.0, 0, copy.deepcopy(model.state_dict()))
+        else:
+            best = (state.best_hr, state.best_epoch, {k: v.to(dev) for k, v in state.best_model.items()})
+            history, epochs_run, stopped = list(state.history), state.epoch, state.stopped
+            start_epoch = resumed_from = state.epoch + 1
+            log.info("resuming at epoch %d from the checkpoint at %s", start_epoch, checkpoints.store.where)  # type: ignore[union-attr]
 
     def scores_for(seqs: list[list[int]]) -> np.ndarray:
         return _sequence_scores(model, seqs, dev) if sequential else _model_scores(model, n_users, dev)
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch, epochs + 1):
+        if stopped:
+            break
         model.train()
         if sequential:
             total, count = _sequence_epoch(model, optimiser, windows, cfg.batch_size, gen, dev)
@@ -251,7 +291,15 @@ def _train_and_evaluate(
         if val["hr@10"] > best[0]:
             best = (val["hr@10"], epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
-            break
+            stopped = True
+        if checkpoints is not None:
+            from .train_checkpoint import TrainState
+
+            checkpoints.save(TrainState(
+                epoch=epoch, model=model.state_dict(), optimiser=optimiser.state_dict(), best_hr=best[0],
+                best_epoch=best[1], best_model=best[2], history=history, stopped=stopped,
+                generator_state=gen.get_state(), torch_rng_state=torch.get_rng_state(), fingerprint=fingerprint,
+            ))
     model.load_state_dict(best[2])
     full_seqs = user_sequences(split.train_users, split.train_items, n_users)
     for u, i in zip(split.val_users.tolist(), split.val_items.tolist()):
@@ -274,6 +322,7 @@ def _train_and_evaluate(
         "n_test_users": int(len(test_set.users)),
         "seed": seed,
         "subsample": subsample,
+        "resumed_from_epoch": resumed_from,
         "device": str(dev),
         "train_seconds": round(time.perf_counter() - started, 2),
     }

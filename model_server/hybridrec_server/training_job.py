@@ -16,10 +16,13 @@ read as it is; so is a RecBole ``.inter`` file (typed header ``user_id:token ...
 feedback); timestamps order each user's interactions for the leave-one-out split (``train.py``).
 
 Output under ``<output>/``: ``config.json``, ``model.safetensors``, ``evaluation.json``, then ``manifest.json`` last:
-a run killed midway leaves no manifest, so nothing half-written is ever promoted. A checkpoint of the trained
-artifact goes to ``<output>/checkpoints/artifact/`` before evaluation and upload; a replacement pod (spot reclaim)
-finding it there skips training and resumes from it. The result (uri, manifest sha256, scores) is also written to
-the container's termination message, which the operator reads from the pod status (it needs no S3 access).
+a run killed midway leaves no manifest, so nothing half-written is ever promoted. Checkpoints, so a replacement pod
+(spot reclaim) resumes instead of starting over: after every epoch the training state goes to
+``<output>/checkpoints/epochs/`` (``train_checkpoint``: ``epoch-NNNN.safetensors``, then the pointer ``latest.json``),
+and a replacement pod resumes at the next epoch; the trained artifact goes to ``<output>/checkpoints/artifact/``
+before evaluation and upload, and a replacement pod finding it skips training altogether. The result (uri, manifest
+sha256, scores, ``resumedFromEpoch``) is also written to the container's termination message, which the operator reads
+from the pod status (it needs no S3 access).
 
 Exit codes: 0 done; 2 the input can never work (missing object, empty or corrupt file; the Job's podFailurePolicy
 fails the run at once with this message); 1 anything else (retried within the Job's backoffLimit).
@@ -45,6 +48,7 @@ EXIT_BAD_INPUT = 2
 EXIT_ERROR = 1
 EVALUATION_NAME = "evaluation.json"
 CHECKPOINT_PREFIX = "checkpoints/artifact/"
+EPOCH_CHECKPOINT_PREFIX = "checkpoints/epochs/"
 TERMINATION_LOG = "/dev/termination-log"
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
 MIN_ITEMS = 100  # the evaluation ranks each held-out item against 99 sampled items the user never saw
@@ -234,6 +238,7 @@ def restore_checkpoint(s3: Any, output_uri: str, dest: Path) -> Path | None:
 def run(cfg: JobConfig, workdir: Path, s3: Any = None) -> dict[str, Any]:
     """Train, evaluate, write the version; returns the result the operator reads."""
     from .train import train_and_evaluate
+    from .train_checkpoint import EpochCheckpoints, S3Store
 
     s3 = s3 or s3_client()
     out = parse_s3_uri(cfg.output_uri)
@@ -245,9 +250,11 @@ def run(cfg: JobConfig, workdir: Path, s3: Any = None) -> dict[str, Any]:
         log.info("resuming from the checkpoint at %s%s", output_uri, CHECKPOINT_PREFIX)
         metrics = dict(read_verified(artifact).config.get("metrics", {}))
     else:
+        epochs = EpochCheckpoints(S3Store(s3, out.bucket, out.key(EPOCH_CHECKPOINT_PREFIX)))
         try:
             artifact, metrics = train_and_evaluate(cfg.architecture, cfg.epochs, workdir / "artifact", data_path=inter,
-                                                   seed=cfg.seed, device=None, version=cfg.version or None)
+                                                   seed=cfg.seed, device=None, version=cfg.version or None,
+                                                   checkpoints=epochs)
         except ValueError as exc:  # e.g. too few unseen items for the sampled negatives
             raise BadInput(f"cannot train on this data: {exc}") from None
         push(artifact, f"{output_uri}{CHECKPOINT_PREFIX}", client=s3)
@@ -261,13 +268,15 @@ def run(cfg: JobConfig, workdir: Path, s3: Any = None) -> dict[str, Any]:
     }
     sha = upload_version(s3, artifact, output_uri, evaluation)
     version = str(read_verified(artifact).config.get("version", cfg.version))
-    return {"uri": output_uri, "sha256": sha, "version": version, "architecture": cfg.architecture, "evaluation": evaluation}
+    return {"uri": output_uri, "sha256": sha, "version": version, "architecture": cfg.architecture, "evaluation": evaluation,
+            "resumedFromEpoch": metrics.get("resumed_from_epoch")}
 
 
 def write_termination_message(result: dict[str, Any], path: str) -> None:
     """The compact result the operator reads from the pod status (Kubernetes keeps at most 4096 bytes)."""
     keep = ("hitRateAt10", "ndcgAt10", "servingHitRateAt10", "servingNdcgAt10", "popularityHitRateAt10", "popularityNdcgAt10")
     compact = {**{k: result[k] for k in ("uri", "sha256", "version", "architecture")},
+               "resumedFromEpoch": result.get("resumedFromEpoch"),
                "evaluation": {k: v for k, v in result["evaluation"].items() if k in keep}}
     try:
         Path(path).write_text(json.dumps(compact, separators=(",", ":")), encoding="utf-8")
