@@ -84,20 +84,62 @@ def hybridrec_networkpolicies(body: kopf.Body, namespace: str, labels: Mapping[s
     return {(namespace, labels[MODEL_LABEL]): _child(body)} if labels.get(MODEL_LABEL) else None
 
 
+def _name_entry(body: kopf.Body) -> dict[str, Any]:
+    """What the ownership check needs of any object of a child's kind: its controller ownerReference and
+    managed-by label (a few hundred bytes, whatever the object's size)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    managed = {k: labels[k] for k in ("app.kubernetes.io/managed-by",) if k in labels}
+    refs = [dict(r) for r in meta.get("ownerReferences") or [] if r.get("controller")]
+    return {"kind": body.get("kind"), "metadata": {"name": meta.get("name"), "labels": managed, "ownerReferences": refs}}
+
+
+# Every object of the children's kinds, not only ours: a name free or ours in a synced index needs no GET before our
+# first apply (runtime.NAME_INDEXES, core/decide.needs_lookup). kopf filters labels in the operator, not the API
+# server, so these watch the same streams as the indexes above: no extra requests.
+@kopf.index("apps/v1", "deployments")
+def hybridrec_deployment_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _name_entry(body)}
+
+
+@kopf.index("v1", "services")
+def hybridrec_service_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _name_entry(body)}
+
+
+@kopf.index("policy/v1", "poddisruptionbudgets")
+def hybridrec_pdb_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _name_entry(body)}
+
+
+@kopf.index("networking.k8s.io/v1", "networkpolicies")
+def hybridrec_networkpolicy_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _name_entry(body)}
+
+
 # ------------------------------------------------------------------------------------------- event handlers
 # Before startup finished (and after cleanup) there is no operator in memo: the event is dropped, and the watch's
 # initial listing delivers every object again once it runs.
 
 
+def _running(memo: kopf.Memo) -> app.Operator | None:
+    """The running operator; being called at all means the indexes are synced: kopf holds every handler other
+    than an index until all watched kinds are listed into the indexes, so the runtime may now trust them."""
+    op = app.running(memo)
+    if op is not None:
+        op.runtime.indexed = True
+    return op
+
+
 @kopf.on.event(GROUP_VERSION, "recmodeldeployments")
 async def rmd_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_rmd(op.runtime, type, body, namespace, name)
 
 
 @kopf.on.event(GROUP_VERSION, "computepools")
 async def pool_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_pool(op.runtime, type, body, name)
         if op.guard is not None:  # a nodeSelector may now pick nodes of another tenancy
             op.guard.poke(f"pool {name}")
@@ -105,7 +147,7 @@ async def pool_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Me
 
 @kopf.on.event("v1", "nodes")
 async def node_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_node(op.runtime, type, body, name)
         if op.guard is not None:  # a relabelled node may now carry a sensitive pod (controller/guard.py)
             op.guard.on_node(type, body, name)
@@ -114,7 +156,7 @@ async def node_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Me
 @kopf.on.event("v1", "pods", when=_gpu_or_hybridrec_pod)
 async def pod_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str], memo: kopf.Memo,  # noqa: A002
                     **_: Any) -> None:
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_pod(op.runtime, type, body, namespace, labels)
         if op.guard is not None:
             op.guard.on_pod(type, body, labels)
@@ -123,28 +165,28 @@ async def pod_event(type: str | None, body: kopf.Body, namespace: str, labels: M
 @kopf.on.event("apps/v1", "deployments", labels=MANAGED)
 async def deployment_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
                            memo: kopf.Memo, **_: Any) -> None:
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_child(op.runtime, type, body, namespace, labels)
 
 
 @kopf.on.event("v1", "services", labels=MANAGED)
 async def service_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
                         memo: kopf.Memo, **_: Any) -> None:
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_child(op.runtime, type, body, namespace, labels)
 
 
 @kopf.on.event("policy/v1", "poddisruptionbudgets", labels=MANAGED)
 async def pdb_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
                     memo: kopf.Memo, **_: Any) -> None:
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_child(op.runtime, type, body, namespace, labels)
 
 
 @kopf.on.event("networking.k8s.io/v1", "networkpolicies", labels=MANAGED)
 async def networkpolicy_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
                               memo: kopf.Memo, **_: Any) -> None:
-    if op := app.running(memo):
+    if op := _running(memo):
         events.on_child(op.runtime, type, body, namespace, labels)
 
 

@@ -45,6 +45,7 @@ from hybridrec_operator.core.decide import (
     conflict,
     decide,
     failed_decision,
+    needs_lookup,
     pool_status,
     settle_children,
     validation_message,
@@ -70,6 +71,10 @@ GROUP_VERSION = API_VERSION  # hybridrec.io/v1alpha1
 LEADER_TRIGGER = "leader elected"
 # The kopf indexes of children (labelled app.kubernetes.io/managed-by=hybridrec), registered in handlers.py.
 CHILD_INDEXES = ("hybridrec_deployments", "hybridrec_services", "hybridrec_pdbs", "hybridrec_networkpolicies")
+# The kopf indexes of every object of the children's kinds, whoever made it: (namespace, name) -> its controller
+# ownerReference and managed-by label (handlers.py). They spare the GET before a child's first apply.
+NAME_INDEXES = {"Deployment": "hybridrec_deployment_names", "Service": "hybridrec_service_names",
+                "PodDisruptionBudget": "hybridrec_pdb_names", "NetworkPolicy": "hybridrec_networkpolicy_names"}
 
 
 class Leadership(Protocol):
@@ -103,6 +108,10 @@ class Runtime:
     desired: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # last rendered children
     prices: dict[str, PoolPrice] = field(default_factory=dict)  # opencost pools' prices (controller/pricing.py)
     writes: int = 0
+    # Whether kopf has listed every watched kind into the indexes (handlers.py sets it: kopf calls no event handler
+    # before that). Until then a child's first apply is preceded by a GET, as the name indexes may be incomplete.
+    indexed: bool = False
+    lookups: int = 0  # GETs made before a child's first apply (benchmarks count them)
 
     # ---- entry points for the seam, the leader and the cost controller ---------------------------------------
     def request_replan(self, key: str, trigger: str = "controller", delay: float = 0.0) -> None:
@@ -143,6 +152,18 @@ class Runtime:
     def _store(self, index: str, key: Any) -> list[Any]:
         idx = self.indices.get(index) or {}
         return list(idx[key]) if key in idx else []
+
+    def must_look_up(self, namespace: str, decision: ModelDecision) -> set[tuple[str, str]]:
+        """The children of ``decision.unseen`` to read before their first apply (event loop: kopf indexes are not
+        thread-safe): those the name indexes cannot vouch for (core/decide.needs_lookup)."""
+        out = set()
+        for kind, name in decision.unseen:
+            index = NAME_INDEXES.get(kind)
+            synced = self.indexed and index is not None and index in self.indices
+            entries = self._store(index, (namespace, name)) if synced and index else []
+            if needs_lookup(entries, synced=synced, uid=decision.uid):
+                out.add((kind, name))
+        return out
 
     def rmd_body(self, key: str) -> Mapping[str, Any] | None:
         namespace, name = key.split("/", 1)
@@ -233,6 +254,8 @@ class Runtime:
         if decision.newly_stuck:
             until = time.monotonic() + self.config.stuck_cooldown_seconds
             self.avoid.setdefault(key, {}).update({p: until for p in decision.newly_stuck})
+        # What the watch already vouches for needs no GET before its first apply.
+        decision.unseen = self.must_look_up(key.split("/", 1)[0], decision)
         try:
             results, errors = await self.loop.run_in_executor(self.executor, self.execute, body, decision)
         finally:
@@ -259,8 +282,8 @@ class Runtime:
 
         1. remove what the spec forbids (Deployments: scaled to zero, then deleted; uid preconditions);
         2. write the status (compare-and-swap on the resourceVersion);
-        3. apply what the plan wants; a child never seen by the indexes is first looked up, and one that exists
-           without our controller ownerReference is a conflict, left alone;
+        3. apply what the plan wants; a child in ``decision.unseen`` (not vouched for by the indexes) is first looked
+           up, and one that exists without our controller ownerReference is a conflict, left alone;
         4. record every failure as ChildrenApplied/ChildConflict conditions, then post the events.
 
         Returns the written objects and the API errors met (all of them already on the model's status and events).
@@ -301,6 +324,7 @@ class Runtime:
             kind, name = child["kind"], child["metadata"]["name"]
             try:
                 if (kind, name) in decision.unseen:
+                    self.lookups += 1
                     existing = self.kube.get(child["apiVersion"], kind, namespace, name)
                     if existing is not None and not owned_by(existing, decision.uid):
                         failures.append(conflict(kind, namespace, name, existing, str(meta["name"])))

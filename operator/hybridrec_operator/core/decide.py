@@ -145,8 +145,9 @@ class ModelDecision:
     key: str
     applies: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # apiVersion, kind, ns, name, uid
-    # (kind, name) of applies the indexes have never shown: the executor checks that no object of that name exists
-    # (a user's object is not labelled, so the indexes cannot see it) before server-side apply would take it over.
+    # (kind, name) of applies the per-model indexes have never shown: the executor checks that no object of that name
+    # exists (a user's object is not labelled) before server-side apply would take it over; the runtime first drops
+    # those its synced name indexes show free or ours (``needs_lookup``).
     unseen: set[tuple[str, str]] = field(default_factory=set)
     conflicts: list[ChildFailure] = field(default_factory=list)  # known from the indexes: left alone
     uid: str = ""  # the model's uid: children are ours only with a controller ownerReference to it
@@ -346,6 +347,21 @@ def conflict(kind: str, namespace: str, name: str, live: Mapping[str, Any] | Non
     return ChildFailure("ChildConflict", (
         f"{kind} {namespace}/{name} already exists and {whose}: hybridrec never changes, adopts or deletes it; "
         f"rename or remove it, or give RecModelDeployment {model} another name"))
+
+
+def needs_lookup(entries: Iterable[Mapping[str, Any]], *, synced: bool, uid: str) -> bool:
+    """Whether a child about to be applied for the first time must be read from the API server first, so that it is
+    never applied over an object hybridrec did not create (server-side apply has no create-only mode).
+
+    ``entries`` are what the watch of every object of the child's kind holds under its namespace and name (the
+    operator's name indexes; each entry at least the controller ownerReference), ``synced`` whether that watch has
+    listed everything yet. No lookup only when the watch is synced and shows the name free or controlled by this
+    model's ``uid``; an unsynced watch or any other owner keeps the GET (a conflict is reported from the live object,
+    never from a possibly stale index). What is left: an object created by someone else in the instant between its
+    creation and our watch seeing it, the same instant a GET-then-apply leaves between its two requests."""
+    if not synced:
+        return True
+    return not all(owned_by(entry, uid) for entry in entries)
 
 
 def forbidden_deployments(snap: ModelSnapshot, sensitivity: Any, allow_public_burst: Any) -> dict[str, str]:
