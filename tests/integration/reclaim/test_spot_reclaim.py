@@ -33,6 +33,7 @@ from hybridrec_operator.controller.observe import DataState, ModelObservation, O
 from hybridrec_operator.core import capacity
 from hybridrec_operator.core.cost_round import plan_round
 from hybridrec_operator.core.cost_types import ControllerConfig, ControllerState, RoundResult, build_snapshot
+from hybridrec_operator.core.render import build_deployment
 from hybridrec_operator.core.sensitivity import pool_admits
 from support.cleanup import delete_namespace
 from support.kube import Kube
@@ -100,25 +101,10 @@ VAULT = rmd("vault-recs", "restricted")
 
 
 def deployment(model: str, pool_name: str, replicas: int) -> dict[str, Any]:
-    """What the operator renders for one (model, pool), reduced to what placement and accounting read."""
-    labels = {"hybridrec.io/model": model, "hybridrec.io/pool": pool_name}
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": f"{model}-{pool_name}", "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {"hybridrec.io/pool": pool_name},
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-                    "containers": [{"name": "server", "image": "hybridrec-server:test",
-                                    "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}],
-                },
-            },
-        },
-    }
+    """What the operator renders for one (model, pool): its own renderer, so the admission policies judge it as
+    they judge the operator's (labels, tenancy affinity) when another module has installed them."""
+    body = next(b for b in (BURST, VAULT) if b["metadata"]["name"] == model)
+    return build_deployment(parse_rmd(body), next(p for p in POOLS if p.name == pool_name), replicas)
 
 
 def steady(name: str, replicas: dict[str, int]) -> ModelObservation:

@@ -11,8 +11,6 @@ process: the TrainingController's passes create runs and Jobs, and the real sche
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,19 +19,10 @@ from kubernetes.client import ApiClient
 
 from hybridrec_operator.controller.kube import Kube as KubeClient
 from hybridrec_operator.controller.training import TrainingController
-from support.cleanup import delete_namespace
 from support.kube import Kube
 from support.stack import wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def namespace(installed: Kube) -> Iterator[str]:
-    name = f"training-{uuid.uuid4().hex[:6]}"
-    installed("create", "namespace", name)
-    yield name
-    delete_namespace(installed.cluster.kubectl, name)
 
 
 @pytest.fixture(scope="module")

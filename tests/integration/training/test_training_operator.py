@@ -23,14 +23,6 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
-def namespace(installed: Kube) -> Iterator[str]:
-    name = f"training-op-{uuid.uuid4().hex[:6]}"
-    installed("create", "namespace", name)
-    yield name
-    delete_namespace(installed.cluster.kubectl, name)
-
-
-@pytest.fixture(scope="module")
 def operator(installed: Kube, cluster: LocalCluster, namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     op = OperatorProcess(cluster, tmp_path_factory.mktemp("training-operator"), "training-operator", ["--standalone"],
                          {"HYBRIDREC_TRAINING_INTERVAL_SECONDS": "1", "HYBRIDREC_RESYNC_SECONDS": "15"}, namespaces=[namespace])
