@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -34,6 +36,16 @@ FAKE_AWS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+@contextmanager
+def aws_environment() -> Iterator[pytest.MonkeyPatch]:
+    """This process's AWS environment set to the fake credentials (in-process boto3 uses the standard chain, like
+    production) and put back as it was afterwards; the yielded MonkeyPatch sets more (an endpoint) the same way."""
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in FAKE_AWS.items():
+            env.setenv(key, value)
+        yield env
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.3) -> T:

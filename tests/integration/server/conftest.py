@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +11,7 @@ import pytest
 
 from hybridrec_server.artifacts import s3_client
 from hybridrec_server.testing import MotoS3Server
-
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from support.stack import FAKE_AWS, aws_environment
 
 
 @dataclass(frozen=True)
@@ -37,20 +31,11 @@ class S3:
 
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3]:
-    saved = {k: os.environ.get(k) for k in FAKE_AWS}
-    os.environ.update(FAKE_AWS)  # in-process boto3 uses the standard chain, like production
-    try:
-        with MotoS3Server() as server:
-            client = s3_client(server.endpoint_url)
-            bucket = "hybridrec-models"
-            client.create_bucket(Bucket=bucket)
-            yield S3(server.endpoint_url, bucket, client)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with aws_environment(), MotoS3Server() as server:
+        client = s3_client(server.endpoint_url)
+        bucket = "hybridrec-models"
+        client.create_bucket(Bucket=bucket)
+        yield S3(server.endpoint_url, bucket, client)
 
 
 @pytest.fixture(scope="session")

@@ -17,27 +17,18 @@ from hybridrec_server import training_job as tj
 from hybridrec_server.artifacts import parse_s3_uri, pull_verified, push, s3_client
 from hybridrec_server.data import movielens_100k_path, read_interactions, subsample_users
 from hybridrec_server.testing import MotoS3Server
+from support.stack import aws_environment
 
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "hybridrec-training"
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[str, Any]]:
-    saved = {k: os.environ.get(k) for k in [*FAKE_AWS, "AWS_ENDPOINT_URL"]}
-    os.environ.update(FAKE_AWS)
-    try:
-        with MotoS3Server() as server:
-            os.environ["AWS_ENDPOINT_URL"] = server.endpoint_url
-            client = s3_client(server.endpoint_url)
-            client.create_bucket(Bucket=BUCKET)
-            yield server.endpoint_url, client
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with aws_environment() as env, MotoS3Server() as server:
+        env.setenv("AWS_ENDPOINT_URL", server.endpoint_url)
+        client = s3_client(server.endpoint_url)
+        client.create_bucket(Bucket=BUCKET)
+        yield server.endpoint_url, client
 
 
 @pytest.fixture(scope="module")

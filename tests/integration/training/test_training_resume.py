@@ -23,8 +23,8 @@ from hybridrec_server.data import movielens_100k_path, read_interactions
 from hybridrec_server.testing import MotoS3Server
 from hybridrec_server.train_checkpoint import POINTER_NAME
 from hybridrec_server.training_job import EPOCH_CHECKPOINT_PREFIX
+from support.stack import FAKE_AWS, aws_environment
 
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "hybridrec-resume"
 # All of MovieLens 100K: an epoch takes about a second here, so the first attempt is still training when it is
 # stopped right after its first checkpoint (the test checks that it was: otherwise it proves nothing and fails).
@@ -33,17 +33,9 @@ EPOCHS = 5
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[str, Any]]:
-    saved = {k: os.environ.get(k) for k in FAKE_AWS}
-    os.environ.update(FAKE_AWS)  # this process's client; the trainers get them in their environment
-    try:
-        with MotoS3Server() as server:
-            yield from _bucket(server)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # This process's client; the trainers get the credentials in their environment.
+    with aws_environment(), MotoS3Server() as server:
+        yield from _bucket(server)
 
 
 def _bucket(server: MotoS3Server) -> Iterator[tuple[str, Any]]:
