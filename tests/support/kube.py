@@ -60,6 +60,25 @@ class Kube:
         return {}
 
 
+def sample_pool_copy(name: str, sample: str = "onprem-t4") -> dict[str, Any]:
+    """The sample pool ``sample`` (manifests/samples/pools.yaml) under another name, so a test's pool never collides
+    with another test's (same nodes, same spec)."""
+    pools = [d for d in yaml.safe_load_all((SAMPLES / "pools.yaml").read_text()) if d]
+    pool = next(p for p in pools if p["metadata"]["name"] == sample)
+    return {"apiVersion": pool["apiVersion"], "kind": "ComputePool", "metadata": {"name": name}, "spec": pool["spec"]}
+
+
+def sample_internal_model_on(pool: str, name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    """The internal sample model (manifests/samples/models.yaml) as ``namespace/name``, preferring ``pool`` with no
+    public burst and at least one replica; ``spec`` adds or overrides top-level fields."""
+    models = [d for d in yaml.safe_load_all((SAMPLES / "models.yaml").read_text()) if d]
+    model = next(m for m in models if m["spec"]["dataSensitivity"] == "internal")
+    merged = {**model["spec"], **spec, "placement": {"preferredPools": [pool], "allowPublicBurst": False}}
+    merged["scaling"] = {**merged.get("scaling", {}), "minReplicas": 1}
+    return {"apiVersion": model["apiVersion"], "kind": "RecModelDeployment",
+            "metadata": {"name": name, "namespace": namespace}, "spec": merged}
+
+
 def install_hybridrec(kube: Kube) -> Kube:
     """CRDs, the sample pools and the admission policies; returns once the policies judge requests as installed.
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from hybridrec_local.localcluster import LocalCluster
+from support.kube import sample_internal_model_on, sample_pool_copy
 from support.stack import eventually, log_tail, start_logged, stop_process
 
 pytestmark = pytest.mark.cluster
@@ -163,21 +164,6 @@ def _token_kubeconfig(cluster: LocalCluster, path: Path) -> Path:
     return path
 
 
-def _sample_pool() -> dict[str, Any]:
-    """A private pool on the onprem-t4 fake nodes, named for this test so it never collides with other tests."""
-    pools = [d for d in yaml.safe_load_all((ROOT / "manifests" / "samples" / "pools.yaml").read_text()) if d]
-    pool = next(p for p in pools if p["metadata"]["name"] == "onprem-t4")
-    return {"apiVersion": pool["apiVersion"], "kind": "ComputePool", "metadata": {"name": POOL}, "spec": pool["spec"]}
-
-
-def _sample_model() -> dict[str, Any]:
-    models = [d for d in yaml.safe_load_all((ROOT / "manifests" / "samples" / "models.yaml").read_text()) if d]
-    model = next(m for m in models if m["spec"]["dataSensitivity"] == "internal")
-    spec = {**model["spec"], "replicas": 1, "placement": {"preferredPools": [POOL], "allowPublicBurst": False}}
-    spec["scaling"] = {**spec.get("scaling", {}), "minReplicas": 1}
-    return {"apiVersion": model["apiVersion"], "kind": "RecModelDeployment", "metadata": {"name": "chart-it-recs", "namespace": WORKLOAD_NS}, "spec": spec}
-
-
 def _placed(cluster: LocalCluster) -> dict[str, Any] | None:
     obj = json.loads(cluster.kubectl("get", "rmd", "chart-it-recs", "-n", WORKLOAD_NS, "-o", "json").stdout)
     conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
@@ -199,8 +185,8 @@ def test_operator_with_the_chart_identity_reconciles_a_sample(cluster: LocalClus
     cluster.kubectl("create", "namespace", WORKLOAD_NS, check=False)
     operator = start_logged(argv, log, env=env)
     try:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(_sample_pool()))
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(_sample_model()))
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(sample_pool_copy(POOL)))
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(sample_internal_model_on(POOL, "chart-it-recs", WORKLOAD_NS, replicas=1)))
         try:
             obj = eventually(lambda: _placed(cluster), timeout_s=120, interval_s=1, what="RecModelDeployment Placed=True")
         except AssertionError:

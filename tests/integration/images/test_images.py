@@ -15,7 +15,6 @@ the build's last lines.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -44,7 +43,7 @@ from support.images import (
     service_account_dir,
     unique_name,
 )
-from support.kube import Kube
+from support.kube import Kube, sample_internal_model_on, sample_pool_copy
 from support.stack import FAKE_AWS, MotoS3, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3000)]
@@ -135,21 +134,6 @@ def chart_rbac(installed: Kube) -> Iterator[list[dict[str, Any]]]:
         installed("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False)
 
 
-def _sample_pool() -> dict[str, Any]:
-    pools = [d for d in yaml.safe_load_all((ROOT / "manifests" / "samples" / "pools.yaml").read_text()) if d]
-    pool = next(p for p in pools if p["metadata"]["name"] == "onprem-t4")
-    return {"apiVersion": pool["apiVersion"], "kind": "ComputePool", "metadata": {"name": POOL}, "spec": pool["spec"]}
-
-
-def _sample_model() -> dict[str, Any]:
-    models = [d for d in yaml.safe_load_all((ROOT / "manifests" / "samples" / "models.yaml").read_text()) if d]
-    model = next(m for m in models if m["spec"]["dataSensitivity"] == "internal")
-    spec = {**model["spec"], "placement": {"preferredPools": [POOL], "allowPublicBurst": False}}
-    spec["scaling"] = {**spec.get("scaling", {}), "minReplicas": 1}
-    return {"apiVersion": model["apiVersion"], "kind": "RecModelDeployment",
-            "metadata": {"name": MODEL, "namespace": WORKLOAD_NS}, "spec": spec}
-
-
 def _placed(kube: Kube) -> dict[str, Any] | None:
     obj = kube.get("rmd", MODEL, namespace=WORKLOAD_NS)
     return obj if kube.condition(obj, "Placed").get("status") == "True" else None
@@ -178,8 +162,8 @@ def test_operator_image_reconciles_with_the_chart_deployment(
         try:
             eventually(lambda: container.answers(f"http://127.0.0.1:{health_port}/healthz"),
                        90, 1.0, "the operator's liveness probe (/healthz on the chart's health port)")
-            installed.apply([_sample_pool()])
-            installed.apply([_sample_model()])
+            installed.apply([sample_pool_copy(POOL)])
+            installed.apply([sample_internal_model_on(POOL, MODEL, WORKLOAD_NS)])
             obj = eventually(lambda: _placed(installed), 120, 1.0, "RecModelDeployment Placed=True")
         except (AssertionError, httpx.HTTPError) as exc:
             raise AssertionError(f"{exc}\noperator container log:\n{container.logs()}") from None
