@@ -231,8 +231,13 @@ def test_closed_loop(
 
         # 4. Load stops: the controller's want holds for the stabilisation window, then the model shrinks with it,
         # public replicas first. (The servers must really have been serving the plateau.)
-        demand = op.sample("hybridrec_demand_rps", namespace=NS, model=PUBLIC)
-        assert demand >= 0.8 * PLATEAU_RPS, f"the servers saw {demand:.0f} RPS of {PLATEAU_RPS:.0f}: {load.stats.codes}, dropped {load.stats.dropped}"
+        # The gauge is absent on a round without fresh data (never zero), so it is read until a round has published it.
+        def demand() -> float:
+            return op.sample("hybridrec_demand_rps", namespace=NS, model=PUBLIC)
+
+        eventually(lambda: demand() > 0, 3 * CONTROL_INTERVAL_S, 0.5, "a round that observed the plateau's demand")
+        seen = demand()
+        assert seen >= 0.8 * PLATEAU_RPS, f"the servers saw {seen:.0f} RPS of {PLATEAU_RPS:.0f}: {load.stats.codes}, dropped {load.stats.dropped}"
         load.stop()
         stopped = time.monotonic()
         before = cluster.replicas(PUBLIC)
