@@ -9,432 +9,66 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from kubernetes.utils.quantity import parse_quantity
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from hybridrec_operator.api.training import TrainingPolicy, check_training_sensitivity, training_sensitivity_rule
 
-GROUP = "hybridrec.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-# Children are named "<model>-<pool>"; with these limits the name fits a Deployment's 63-character DNS label.
-MAX_MODEL_NAME = 40
-MAX_POOL_NAME = 22
-
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# A Service name (what a RecModelDeployment name becomes) must be a DNS-1035 label: it starts with a letter.
-DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-CURRENCY = r"^[A-Z]{3}$"
-# Kubernetes' quantity grammar without a sign (a request is never negative): digits with an optional fraction, then a
-# binary suffix (Ki..Ei), a decimal suffix (n u m k M G T P E) or a decimal exponent. "1.2.3Gi" and "-1" do not match.
-QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]{1,3})?$"
-# Qualified names as Kubernetes validates label keys: optional DNS-subdomain prefix and '/', then a name of at most
-# 63 characters. Prefix length (<= 253) is checked by the length bound on the whole key.
-_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_QUALIFIED_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-LABEL_KEY = rf"^({_DNS_SUBDOMAIN}/)?{_QUALIFIED_NAME}$"
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
-MAX_LABEL_KEY = 253 + 1 + 63
-# Extended resources (what counts GPUs) are domain-prefixed qualified names outside the kubernetes.io namespace
-# (Kubernetes' IsExtendedResourceName): nvidia.com/gpu, amd.com/gpu... never cpu, memory, pods, hugepages-*.
-EXTENDED_RESOURCE = rf"^{_DNS_SUBDOMAIN}/{_QUALIFIED_NAME}$"
-MODEL_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]+)$"
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One ``x-kubernetes-validations`` entry; ``message`` is what ``kubectl apply`` shows a person."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-# ------------------------------------------------------------------------------------- names and syntax
-# Each rule is written once as (CEL, message) and mirrored in Python, so the API server and the models agree.
-
-MODEL_NAME_MESSAGE = (
-    "a RecModelDeployment name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and "
-    "ending with a letter or digit (it becomes the name of the model's Service, Deployments, PDB and NetworkPolicy)"
+# The API's import surface: the shared pieces and ComputePool are re-exported so callers import every API name
+# from here, whichever module defines it.
+from hybridrec_operator.api.fields import (
+    GROUP as GROUP,
+    VERSION as VERSION,
+    API_VERSION as API_VERSION,
+    MAX_MODEL_NAME as MAX_MODEL_NAME,
+    MAX_POOL_NAME as MAX_POOL_NAME,
+    DNS_LABEL as DNS_LABEL,
+    DNS_1035_LABEL as DNS_1035_LABEL,
+    CURRENCY as CURRENCY,
+    QUANTITY as QUANTITY,
+    LABEL_KEY as LABEL_KEY,
+    LABEL_VALUE as LABEL_VALUE,
+    MAX_LABEL_KEY as MAX_LABEL_KEY,
+    EXTENDED_RESOURCE as EXTENDED_RESOURCE,
+    MODEL_URI as MODEL_URI,
+    cel as cel,
+    MODEL_NAME_MESSAGE as MODEL_NAME_MESSAGE,
+    POOL_NAME_MESSAGE as POOL_NAME_MESSAGE,
+    LABEL_KEY_MESSAGE as LABEL_KEY_MESSAGE,
+    RESOURCE_NAME_MESSAGE as RESOURCE_NAME_MESSAGE,
+    QUANTITY_MESSAGE as QUANTITY_MESSAGE,
+    name_rules as name_rules,
+    check_name as check_name,
+    positive_quantity as positive_quantity,
+    Quantity as Quantity,
+    Sensitivity as Sensitivity,
+    SENSITIVE as SENSITIVE,
+    Tenancy as Tenancy,
+    CapacityType as CapacityType,
+    Architecture as Architecture,
+    ApiModel as ApiModel,
+    Condition as Condition,
 )
-POOL_NAME_MESSAGE = (
-    "a ComputePool name must be lowercase letters, digits and '-', starting and ending with a letter or digit "
-    "(it becomes part of the Deployment name <model>-<pool> and of the label hybridrec.io/pool)"
+from hybridrec_operator.api.pool import (
+    Toleration as Toleration,
+    GpuSpec as GpuSpec,
+    PriceSource as PriceSource,
+    Pricing as Pricing,
+    LIQO_TYPE_LABEL as LIQO_TYPE_LABEL,
+    LIQO_VIRTUAL_NODE as LIQO_VIRTUAL_NODE,
+    LIQO_CLUSTER_LABEL as LIQO_CLUSTER_LABEL,
+    LIQO_TAINT as LIQO_TAINT,
+    REMOTE_UNDECLARED_MESSAGE as REMOTE_UNDECLARED_MESSAGE,
+    REMOTE_TENANCY_MESSAGE as REMOTE_TENANCY_MESSAGE,
+    REMOTE_SELECTOR_MESSAGE as REMOTE_SELECTOR_MESSAGE,
+    RemoteCluster as RemoteCluster,
+    ComputePoolSpec as ComputePoolSpec,
+    PoolPriceStatus as PoolPriceStatus,
+    ComputePoolStatus as ComputePoolStatus,
+    ComputePool as ComputePool,
+    parse_pool as parse_pool,
 )
-LABEL_KEY_MESSAGE = (
-    "nodeSelector keys must be valid label keys: an optional DNS subdomain prefix and '/', then at most 63 characters "
-    "of letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
-)
-RESOURCE_NAME_MESSAGE = (
-    "gpu.resourceName must be an extended resource name such as nvidia.com/gpu: a domain prefix, '/', a name; "
-    "not cpu, memory, ephemeral-storage, pods, hugepages-* or anything in the kubernetes.io namespace"
-)
-QUANTITY_MESSAGE = "must be a positive Kubernetes quantity such as 500m, 2, 8Gi or 1.5G"
-
-
-def name_rules(message: str, pattern: str, limit: int, what: str) -> list[dict[str, str]]:
-    """Root CEL rules on ``metadata.name``: syntax and length, each with a message a person understands."""
-    return [
-        cel(f"self.metadata.name.matches(r'{pattern}')", message),
-        cel(f"size(self.metadata.name) <= {limit}", f"a {what} name has at most {limit} characters (child objects are "
-            f"named <model>-<pool> and must fit 63 characters)"),
-    ]
-
-
-def check_name(name: str, message: str, pattern: str, limit: int, what: str) -> None:
-    """Mirror of ``name_rules``: raises ``ValueError`` with the same messages."""
-    if not re.match(pattern, name):
-        raise ValueError(f"{message}; got {name!r}")
-    if len(name) > limit:
-        raise ValueError(f"a {what} name has at most {limit} characters (child objects are named <model>-<pool> and "
-                         f"must fit 63 characters)")
-
-
-def positive_quantity(value: Any) -> Any:
-    """``value`` if it is a Kubernetes quantity greater than zero in the strict grammar (mirror of the CEL rule)."""
-    if not isinstance(value, str):
-        return value  # the str type check reports it
-    try:
-        ok = bool(re.match(QUANTITY, value)) and parse_quantity(value) > 0
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{QUANTITY_MESSAGE}; got {value!r}")
-    return value
-
-
-# No OpenAPI pattern: the CEL rule carries the grammar, so the API server answers with the readable message only.
-Quantity = Annotated[
-    str,
-    BeforeValidator(positive_quantity),
-    Field(
-        min_length=1,
-        max_length=32,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(f"self.matches(r'{QUANTITY}') && isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
-                    QUANTITY_MESSAGE)
-            ]
-        },
-    ),
-]
-
-
-class Sensitivity(StrEnum):
-    """Data classes, from least to most sensitive."""
-
-    PUBLIC = "public"
-    INTERNAL = "internal"
-    CONFIDENTIAL = "confidential"
-    RESTRICTED = "restricted"
-
-
-SENSITIVE = frozenset({Sensitivity.CONFIDENTIAL, Sensitivity.RESTRICTED})
-
-
-class Tenancy(StrEnum):
-    PRIVATE = "private"
-    PUBLIC = "public"
-
-
-class CapacityType(StrEnum):
-    RESERVED = "reserved"
-    ON_DEMAND = "on-demand"
-    SPOT = "spot"
-
-
-class Architecture(StrEnum):
-    MATRIX_FACTORIZATION = "matrix-factorization"
-    TWO_TOWER = "two-tower"
-    SASREC = "sasrec"  # sequential transformer over the user's recent items (hybridrec_server.models.SASRec)
-
-
-class ApiModel(BaseModel):
-    """Base: camelCase on the wire, unknown fields refused (a typo in a CR is an error, not a silent default)."""
-
-    # allow_inf_nan=False: JSON cannot carry them and no computation downstream is defined for them.
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False, allow_inf_nan=False
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The camelCase, JSON-ready form used in manifests and status patches."""
-        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
-
-
-# --------------------------------------------------------------------------------------------- ComputePool
-
-
-class Toleration(ApiModel):
-    """A pod toleration, validated as Kubernetes validates one (so a bad pool fails here, not on every pod)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("self.operator != 'Exists' || size(self.value) == 0",
-                    "a toleration with operator Exists must not have a value", ".value"),
-                cel("size(self.key) > 0 || self.operator == 'Exists'",
-                    "a toleration without a key must use operator Exists (it then tolerates every taint)", ".operator"),
-            ]
-        }
-    )
-
-    key: Annotated[
-        str,
-        Field(
-            max_length=MAX_LABEL_KEY,
-            pattern=rf"^$|{LABEL_KEY}",
-            description="Taint key: empty (with operator Exists) or a valid label key.",
-        ),
-    ] = ""
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE, description="Taint value (a label value).")] = ""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] = ""
-
-    @model_validator(mode="after")
-    def _operator_rules(self) -> Toleration:
-        # Mirrors the CEL rules above (Kubernetes' validateTolerations).
-        if self.operator == "Exists" and self.value:
-            raise ValueError("a toleration with operator Exists must not have a value")
-        if not self.key and self.operator != "Exists":
-            raise ValueError("a toleration without a key must use operator Exists (it then tolerates every taint)")
-        return self
-
-
-class GpuSpec(ApiModel):
-    resource_name: Annotated[
-        str,
-        Field(
-            max_length=MAX_LABEL_KEY,
-            description="Extended resource that counts GPUs (domain-prefixed, e.g. nvidia.com/gpu).",
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    cel(f"self.matches(r'{EXTENDED_RESOURCE}') && !self.contains('kubernetes.io/') && "
-                        "!self.startsWith('requests.')", RESOURCE_NAME_MESSAGE)
-                ]
-            },
-        ),
-    ] = "nvidia.com/gpu"
-    model: Annotated[str, Field(max_length=63, description="GPU model, e.g. NVIDIA-A100-SXM4-80GB.")] = ""
-    memory_gib: Annotated[int, Field(ge=0, le=1024, description="Memory per GPU in GiB.")] = 0
-
-    @field_validator("resource_name", mode="before")
-    @classmethod
-    def _extended(cls, value: Any) -> Any:
-        # Mirrors the CEL rule: Kubernetes' IsExtendedResourceName.
-        if isinstance(value, str) and (
-            not re.match(EXTENDED_RESOURCE, value) or "kubernetes.io/" in value or value.startswith("requests.")
-        ):
-            raise ValueError(f"{RESOURCE_NAME_MESSAGE}; got {value!r}")
-        return value
-
-
-class PriceSource(StrEnum):
-    STATIC = "static"  # spec.pricing.pricePerGpuHour
-    OPENCOST = "opencost"  # OpenCost's node_gpu_hourly_cost in Prometheus, averaged over the pool's nodes
-
-
-class Pricing(ApiModel):
-    price_per_gpu_hour: Annotated[float, Field(ge=0, le=1000, description="Price of one GPU for one hour; with "
-                                                                          "source opencost, the fallback price.")]
-    currency: Annotated[str, Field(pattern=CURRENCY, description="ISO 4217 code of the price.")] = "USD"
-    capacity_type: CapacityType = CapacityType.ON_DEMAND
-    source: Annotated[
-        PriceSource,
-        Field(description="static: pricePerGpuHour. opencost: OpenCost's node_gpu_hourly_cost series in Prometheus, "
-                          "averaged over the pool's nodes and refreshed on a timer; pricePerGpuHour is used while they "
-                          "are missing, stale or invalid (status.price says which price is in use)."),
-    ] = PriceSource.STATIC
-
-
-# Liqo (liqo.io) shows a peered remote cluster as one virtual node carrying these labels and this taint.
-LIQO_TYPE_LABEL = "liqo.io/type"
-LIQO_VIRTUAL_NODE = "virtual-node"
-LIQO_CLUSTER_LABEL = "liqo.io/remote-cluster-id"
-LIQO_TAINT = "virtual-node.liqo.io/not-allowed"
-REMOTE_UNDECLARED_MESSAGE = (
-    "a pool that selects Liqo virtual nodes (liqo.io/type: virtual-node or liqo.io/remote-cluster-id) must declare "
-    "remoteCluster: the remote cluster's id and its tenancy"
-)
-REMOTE_TENANCY_MESSAGE = (
-    "remoteCluster.tenancy must equal tenancy: a pool of a remote cluster has that cluster's tenancy (any cloud "
-    "provider's cluster is public)"
-)
-REMOTE_SELECTOR_MESSAGE = (
-    "a remote pool must select its cluster's virtual node: nodeSelector needs liqo.io/remote-cluster-id equal to "
-    "remoteCluster.clusterId"
-)
-
-
-class RemoteCluster(ApiModel):
-    """The remote cluster (a Liqo peering) whose virtual node this pool's pods run on."""
-
-    cluster_id: Annotated[
-        str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE,
-                   description="The remote cluster's id, as Liqo labels its virtual node (liqo.io/remote-cluster-id).")
-    ]
-    tenancy: Annotated[
-        Tenancy, Field(description="Tenancy of the remote cluster, declared by whoever peered it: public for any "
-                                   "cloud provider's cluster. Must equal the pool's tenancy.")
-    ]
-
-
-class ComputePoolSpec(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.tenancy == 'private' || !self.allowedSensitivity.exists(s, s == 'confidential' || s == 'restricted')",
-                    "a public pool cannot allow confidential or restricted data: such data never leaves private pools",
-                    ".allowedSensitivity",
-                ),
-                cel("!has(self.remoteCluster) || self.remoteCluster.tenancy == self.tenancy", REMOTE_TENANCY_MESSAGE,
-                    ".remoteCluster.tenancy"),
-                cel(f"has(self.remoteCluster) || !has(self.nodeSelector) || !('{LIQO_CLUSTER_LABEL}' in self.nodeSelector "
-                    f"|| ('{LIQO_TYPE_LABEL}' in self.nodeSelector && self.nodeSelector['{LIQO_TYPE_LABEL}'] == "
-                    f"'{LIQO_VIRTUAL_NODE}'))", REMOTE_UNDECLARED_MESSAGE, ".nodeSelector"),
-                cel(f"!has(self.remoteCluster) || (has(self.nodeSelector) && '{LIQO_CLUSTER_LABEL}' in self.nodeSelector "
-                    f"&& self.nodeSelector['{LIQO_CLUSTER_LABEL}'] == self.remoteCluster.clusterId)",
-                    REMOTE_SELECTOR_MESSAGE, ".nodeSelector"),
-            ]
-        }
-    )
-
-    tenancy: Tenancy
-    provider: Annotated[str, Field(pattern=DNS_LABEL, max_length=63, description="Who runs the nodes: onprem, aws, gcp, azure...")]
-    region: Annotated[str, Field(max_length=63)] = ""
-    node_selector: Annotated[
-        dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
-        Field(
-            max_length=64,
-            description="Labels that select this pool's nodes.",
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY} && k.matches(r'{LABEL_KEY}'))", LABEL_KEY_MESSAGE)
-                ]
-            },
-        ),
-    ] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    gpu: GpuSpec = Field(default_factory=GpuSpec)
-    pricing: Pricing
-    max_gpus: Annotated[int, Field(ge=0, le=100000, description="Quota: GPUs hybridrec may use in this pool.")]
-    allowed_sensitivity: Annotated[
-        list[Sensitivity], Field(min_length=1, max_length=4, description="Data classes allowed to run here.")
-    ]
-    startup_seconds: Annotated[int, Field(ge=0, le=3600, description="Typical time to a ready pod, node provisioning included.")] = 60
-    remote_cluster: Annotated[
-        RemoteCluster | None,
-        Field(description="Set when the nodeSelector picks a Liqo virtual node: the remote cluster behind it. Pods "
-                          "then tolerate the virtual node's taint."),
-    ] = None
-
-    @field_validator("node_selector")
-    @classmethod
-    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        # Mirrors the CEL rule on the map (OpenAPI cannot constrain map keys).
-        for key in value:
-            prefix = key.rsplit("/", 1)[0] if "/" in key else ""
-            if len(key) > MAX_LABEL_KEY or len(prefix) > 253 or not re.match(LABEL_KEY, key):
-                raise ValueError(f"{LABEL_KEY_MESSAGE}; got {key!r}")
-        return value
-
-    @field_validator("allowed_sensitivity")
-    @classmethod
-    def _unique(cls, value: list[Sensitivity]) -> list[Sensitivity]:
-        if len(set(value)) != len(value):
-            raise ValueError("allowedSensitivity lists a data class twice")
-        return value
-
-    @model_validator(mode="after")
-    def _public_pools_refuse_sensitive_data(self) -> ComputePoolSpec:
-        if self.tenancy == Tenancy.PUBLIC and SENSITIVE.intersection(self.allowed_sensitivity):
-            raise ValueError("a public pool cannot allow confidential or restricted data: such data never leaves private pools")
-        return self
-
-    @model_validator(mode="after")
-    def _remote_cluster_declared(self) -> ComputePoolSpec:
-        # Mirrors the three remoteCluster CEL rules above.
-        selects_virtual = LIQO_CLUSTER_LABEL in self.node_selector or \
-            self.node_selector.get(LIQO_TYPE_LABEL) == LIQO_VIRTUAL_NODE
-        remote = self.remote_cluster
-        if remote is None:
-            if selects_virtual:
-                raise ValueError(REMOTE_UNDECLARED_MESSAGE)
-            return self
-        if remote.tenancy != self.tenancy:
-            raise ValueError(REMOTE_TENANCY_MESSAGE)
-        if self.node_selector.get(LIQO_CLUSTER_LABEL) != remote.cluster_id:
-            raise ValueError(REMOTE_SELECTOR_MESSAGE)
-        return self
-
-
-class Condition(ApiModel):
-    """A status condition following Kubernetes API conventions."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)]
-    message: Annotated[str, Field(max_length=32768)] = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
-
-
-class PoolPriceStatus(ApiModel):
-    """The price per GPU-hour the operator plans with, and where it comes from (pools with pricing.source opencost)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    price_per_gpu_hour: float
-    currency: str = "USD"
-    source: PriceSource
-    detail: Annotated[str, Field(max_length=4096, description="Which series and nodes, or why the fallback.")] = ""
-    nodes: Annotated[int, Field(description="Nodes whose OpenCost price went into the average.")] = 0
-    spot_nodes: Annotated[int | None, Field(description="Of those, nodes OpenCost reports as spot.")] = None
-    since: Annotated[str | None, Field(description="When the operator started planning with this price.")] = None
-
-
-class ComputePoolStatus(ApiModel):
-    model_config = ConfigDict(extra="ignore")
-
-    observed_generation: int | None = None
-    price: PoolPriceStatus | None = None
-    nodes: int = 0
-    ready_nodes: int = 0
-    allocatable_gpus: int = 0
-    used_gpus: Annotated[int, Field(description="GPUs requested by hybridrec pods in this pool.")] = 0
-    free_gpus: int = 0
-    conditions: list[Condition] = Field(default_factory=list)
-
-
-class ComputePool(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": name_rules(POOL_NAME_MESSAGE, DNS_LABEL, MAX_POOL_NAME, "ComputePool")}
-    )
-
-    api_version: Literal["hybridrec.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
-    kind: Literal["ComputePool"] = "ComputePool"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: ComputePoolSpec
-    status: ComputePoolStatus | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @model_validator(mode="after")
-    def _name_fits(self) -> ComputePool:
-        # Mirrors the root CEL rules above. A nameless object (a spec checked on its own) has nothing to check.
-        if self.name:
-            check_name(self.name, POOL_NAME_MESSAGE, DNS_LABEL, MAX_POOL_NAME, "ComputePool")
-        return self
-
 
 # ----------------------------------------------------------------------------------- RecModelDeployment
 
@@ -850,11 +484,6 @@ class RecModelDeployment(ApiModel):
         if self.name:
             check_name(self.name, MODEL_NAME_MESSAGE, DNS_1035_LABEL, MAX_MODEL_NAME, "RecModelDeployment")
         return self
-
-
-def parse_pool(obj: dict[str, Any]) -> ComputePool:
-    """A ComputePool from its API object (status and unknown metadata tolerated)."""
-    return ComputePool.model_validate({"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}), "status": obj.get("status")})
 
 
 def parse_rmd(obj: dict[str, Any]) -> RecModelDeployment:
