@@ -5,11 +5,13 @@ Pure data, shared by the allocator (``planner``) and its solvers (``allocator_so
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hybridrec_operator.api.models import ComputePoolSpec, RecModelDeploymentSpec, Sensitivity
+from hybridrec_operator.core.sensitivity import pool_admits
 
 Direction = Literal["up", "down", "move", "hold"]
 SolverName = Literal["milp", "greedy"]
@@ -119,3 +121,24 @@ class Problem:
     w: list[float]  # per pair: capacity of one replica in the model's reference replicas
     min_count: list[int]  # per model: replicas at least (minReplicas or the pinned count)
     unit: float  # penalty of one unmet replica of a public model, see _unit
+
+
+def admitted_pools(spec: RecModelDeploymentSpec, pools: Sequence[PoolState]) -> list[PoolState]:
+    """Pools the model may run on: the hard sensitivity rule, then ``placement.forbiddenPools``."""
+    allowed = []
+    for pool in pools:
+        ok, _ = pool_admits(spec.data_sensitivity, pool.spec, allow_public_burst=spec.placement.allow_public_burst)
+        if ok and pool.name not in spec.placement.forbidden_pools:
+            allowed.append(pool)
+    return allowed
+
+
+def cost_per_1k_requests(price_per_hour: float, rps_per_replica: float) -> float:
+    """Cost of 1,000 requests served by one fully loaded replica: price per hour / requests per hour x 1,000."""
+    return price_per_hour / (rps_per_replica * 3.6) if rps_per_replica > 0 else math.inf
+
+
+def moved_replicas(current: Mapping[str, int], target: Mapping[str, int]) -> int:
+    """Replicas that change pool: removals beyond the drop in the total."""
+    removed = sum(max(0, n - target.get(p, 0)) for p, n in current.items())
+    return removed - max(0, sum(current.values()) - sum(target.values()))

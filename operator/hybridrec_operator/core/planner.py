@@ -47,15 +47,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from hybridrec_operator.api.models import RecModelDeploymentSpec, Sensitivity, Tenancy
+from hybridrec_operator.api.models import Sensitivity, Tenancy
 from hybridrec_operator.core.allocator_solvers import clear_solution_cache, solve_greedy, solve_milp
 from hybridrec_operator.core.allocator_types import (
     SENSITIVITY_WEIGHT, Allocation, AllocatorMemory, Direction, ModelAllocation, ModelState, PoolState,
-    Problem, SolverFailed, SolverName,
+    Problem, SolverFailed, SolverName, admitted_pools, cost_per_1k_requests, moved_replicas,
 )
+from hybridrec_operator.core.allocator_report import describe
 from hybridrec_operator.core.costing import CurrencyMismatchError
 from hybridrec_operator.core.placement import spot_risk_per_hour as placement_spot_risk
-from hybridrec_operator.core.sensitivity import pool_admits
 
 # Re-exported: callers import the allocator's data and entry points from here.
 __all__ = [
@@ -71,16 +71,6 @@ _PREFERRED_TIE = 5e-5
 # An urgent model's slowest pool costs this fraction of the shortfall penalty more per unit of capacity than its
 # fastest one.
 _URGENT = 0.49
-
-
-def admitted_pools(spec: RecModelDeploymentSpec, pools: Sequence[PoolState]) -> list[PoolState]:
-    """Pools the model may run on: the hard sensitivity rule, then ``placement.forbiddenPools``."""
-    allowed = []
-    for pool in pools:
-        ok, _ = pool_admits(spec.data_sensitivity, pool.spec, allow_public_burst=spec.placement.allow_public_burst)
-        if ok and pool.name not in spec.placement.forbidden_pools:
-            allowed.append(pool)
-    return allowed
 
 
 def wanted_replicas(demand_rps: float, rps_per_replica: float, headroom: float, min_replicas: int, max_replicas: int) -> int:
@@ -101,11 +91,6 @@ def spot_risk_per_hour(pool: PoolState, gpus: int) -> float:
     at the pool's observed reclaim rate (the spot prior until one is observed), so the per-model placement and the
     allocator price spot with one rule."""
     return placement_spot_risk(pool.spec, gpus, pool.reclaim_rate_per_hour)
-
-
-def cost_per_1k_requests(price_per_hour: float, rps_per_replica: float) -> float:
-    """Cost of 1,000 requests served by one fully loaded replica: price per hour / requests per hour x 1,000."""
-    return price_per_hour / (rps_per_replica * 3.6) if rps_per_replica > 0 else math.inf
 
 
 def _currency(pools: Sequence[PoolState], models: Sequence[ModelState]) -> str:
@@ -340,7 +325,7 @@ def allocate(
     for i, replicas in enumerate(final):
         for name, n in replicas.items():
             used[name] += n * problem.gpus[i]
-    result = {m.key: _describe(problem, i, targets[i], final[i], used, now, memory) for i, m in enumerate(problem.models)}
+    result = {m.key: describe(problem, i, targets[i], final[i], used, now, memory) for i, m in enumerate(problem.models)}
     return Allocation(models=result, solver=used_solver, solve_seconds=elapsed), memory
 
 
@@ -366,7 +351,7 @@ def _make_before_break(problem: Problem, targets: list[dict[str, int]], now: flo
             used[name] += n * problem.gpus[i]
     for i, m in enumerate(problem.models):
         cur = {name: n for name, n in m.current.items() if name in targets[i]}
-        if _moved(cur, targets[i]) <= 0:
+        if moved_replicas(cur, targets[i]) <= 0:
             continue
         # In capacity, not replicas: 3 L4s leaving for 1 A100 leave 3 L4s' worth of capacity to bridge.
         weight = {problem.pools[j].name: problem.w[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
@@ -395,152 +380,8 @@ def _make_before_break(problem: Problem, targets: list[dict[str, int]], now: flo
 
 
 def _moved_capacity(current: Mapping[str, int], target: Mapping[str, int], weight: Mapping[str, float]) -> float:
-    """``_moved`` in capacity: removed capacity beyond the drop in total capacity."""
+    """``moved_replicas`` in capacity: removed capacity beyond the drop in total capacity."""
     removed = sum(weight.get(p, 1.0) * max(0, n - target.get(p, 0)) for p, n in current.items())
     before = sum(weight.get(p, 1.0) * n for p, n in current.items())
     after = sum(weight.get(p, 1.0) * n for p, n in target.items())
     return removed - max(0.0, before - after)
-
-
-def _moved(current: Mapping[str, int], target: Mapping[str, int]) -> int:
-    """Replicas that change pool: removals beyond the drop in the total."""
-    removed = sum(max(0, n - target.get(p, 0)) for p, n in current.items())
-    return removed - max(0, sum(current.values()) - sum(target.values()))
-
-
-def _describe(
-    problem: Problem,
-    i: int,
-    target: dict[str, int],
-    final: dict[str, int],
-    used: Mapping[str, int],
-    now: float,
-    memory: AllocatorMemory,
-) -> ModelAllocation:
-    """``target`` is the plan; ``final`` adds make-before-break overlap and is what should run now."""
-    m = problem.models[i]
-    cur = {p: n for p, n in m.current.items() if n}
-    total_cur = sum(cur.values())
-    placed = sum(target.values())
-    for p, n in final.items():
-        if n > cur.get(p, 0):
-            memory.placed_at[(m.key, p)] = now
-    if placed > total_cur:
-        direction: Direction = "up"
-        memory.last_scale_up[m.key] = now
-    elif placed < total_cur:
-        direction = "down"
-    elif any(target.get(p, 0) != n for p, n in cur.items()):
-        direction = "move"
-    else:
-        direction = "hold"
-    if _moved({p: n for p, n in cur.items() if p in target}, target) > 0:
-        memory.last_move[m.key] = now
-    wanted = math.ceil(problem.wanted[i] - 1e-9)
-    weight = {problem.pools[j].name: problem.w[k] for k, (mi, j) in enumerate(problem.pairs) if mi == i}
-    placed_units = sum(weight.get(p, 1.0) * n for p, n in target.items())
-    shortfall = max(0, math.ceil(problem.wanted[i] - placed_units - 1e-9), problem.min_count[i] - placed)
-    pools = {p.name: p for p in problem.pools}
-    spend = sum(_replica_cost(pools[p], m) * n for p, n in target.items())
-    budget = problem.budget[i]
-    room = [
-        _replica_cost(p, m) for p in admitted_pools(m.spec, problem.pools) if p.capacity_gpus - used[p.name] >= m.spec.resources.gpus
-    ]
-    budget_limited = bool(budget is not None and shortfall > 0 and room and spend + min(room) > budget + 1e-9)
-    capacity = {p: n * m.capacity_on(p) for p, n in target.items() if n}
-    slo_at_risk = m.demand_rps is not None and sum(capacity.values()) < m.demand_rps
-    reason = _reason(problem, i, target, cur, used, direction, shortfall, budget_limited, slo_at_risk)
-    per_1k = {p.name: cost_per_1k_requests(_replica_cost(p, m), m.capacity_on(p.name)) for p in admitted_pools(m.spec, problem.pools)}
-    return ModelAllocation(
-        key=m.key,
-        replicas={**{p: 0 for p in cur}, **final},
-        wanted=wanted,
-        placed=placed,
-        shortfall=shortfall,
-        budget_limited=budget_limited,
-        slo_at_risk=slo_at_risk,
-        direction=direction,
-        reason=reason,
-        capacity_rps=capacity,
-        cost_per_1k_requests=per_1k,
-    )
-
-
-def _replica_cost(pool: PoolState, m: ModelState) -> float:
-    return pool.spec.pricing.price_per_gpu_hour * m.spec.resources.gpus
-
-
-# --------------------------------------------------------------------------------------------- wording
-
-
-def _pool_words(pool: PoolState | None, name: str) -> str:
-    if pool is None:
-        return f"{name} (no longer admitted)"
-    price = pool.spec.pricing
-    return f"{name} ({pool.spec.tenancy.value}, {price.price_per_gpu_hour:.2f} {price.currency}/GPU-h)"
-
-
-def _plural(n: int, word: str = "replica") -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _reason(
-    problem: Problem,
-    i: int,
-    target: Mapping[str, int],
-    current: Mapping[str, int],
-    used: Mapping[str, int],
-    direction: Direction,
-    shortfall: int,
-    budget_limited: bool,
-    slo_at_risk: bool,
-) -> str:
-    """One sentence saying what changed and why, e.g.
-    "p95 71 ms > SLO 50 ms, forecast 3,900 RPS: +2 replicas on aws-spot-l4 (public, 1.20 USD/GPU-h); private pool onprem-a100 full".
-
-    The RPS named is ``demand_rps``, the demand to cover (the forecast until new capacity is ready), not the rate
-    observed now: it is worded as a forecast.
-    """
-    m = problem.models[i]
-    pools = {p.name: p for p in problem.pools}
-    slo = m.spec.slo.p95_latency_ms
-    if m.pinned is not None:
-        cause = f"pinned to {_plural(m.pinned)}"
-    elif m.demand_rps is None:
-        cause = "no fresh metrics, holding the last allocation"
-    elif m.p95_ms is not None:
-        cause = f"p95 {m.p95_ms:.0f} ms {'>' if m.p95_ms > slo else '<='} SLO {slo} ms, forecast {m.demand_rps:,.0f} RPS"
-    else:
-        raw = math.ceil((problem.raw[i] if problem.raw[i] is not None else problem.wanted[i]) - 1e-9)
-        cause = f"forecast {m.demand_rps:,.0f} RPS needs {_plural(raw)} at {m.rps_per_replica:,.0f} RPS each"
-        if math.ceil(problem.wanted[i] - 1e-9) > raw:
-            window = m.spec.scaling.scale_down_stabilization_seconds
-            cause += f" ({math.ceil(problem.wanted[i] - 1e-9)} wanted within the {window} s stabilisation window)"
-    ups = {p: n - current.get(p, 0) for p, n in target.items() if n > current.get(p, 0)}
-    downs = {p: n - target.get(p, 0) for p, n in current.items() if n > target.get(p, 0)}
-    if direction == "hold":
-        text = f"{cause}: {_plural(sum(target.values()))} unchanged"
-    elif direction == "move":
-        before = sum(_replica_cost(pools[p], m) * n for p, n in current.items() if p in pools)
-        after = sum(_replica_cost(pools[p], m) * n for p, n in target.items())
-        src = ", ".join(f"{n} from {_pool_words(pools.get(p), p)}" for p, n in downs.items())
-        dst = ", ".join(f"{_pool_words(pools[p], p)}" for p in ups)
-        currency = problem.pools[0].spec.pricing.currency if problem.pools else "USD"
-        gain = f"saves {before - after:.2f} {currency}/h" if after < before else "frees capacity for more sensitive data"
-        text = f"moved {src} to {dst}: {gain}"
-    else:
-        changes = [f"+{_plural(n)} on {_pool_words(pools[p], p)}" for p, n in ups.items()]
-        changes += [f"-{_plural(n)} on {_pool_words(pools.get(p), p)}" for p, n in downs.items()]
-        text = f"{cause}: " + ", ".join(changes)
-    notes = []
-    if any(pools[p].spec.tenancy == Tenancy.PUBLIC for p in ups) or shortfall:
-        notes += [
-            f"private pool {p.name} full"
-            for p in admitted_pools(m.spec, problem.pools)
-            if p.spec.tenancy == Tenancy.PRIVATE and p.capacity_gpus - used[p.name] < m.spec.resources.gpus
-        ]
-    if budget_limited and m.spec.budget is not None:
-        notes.append(f"budget {m.spec.budget.max_per_hour:.2f} {m.spec.budget.currency}/h reached")
-    if shortfall:
-        notes.append(f"{_plural(shortfall)} short" + (", SLO at risk" if slo_at_risk else ""))
-    return "; ".join([text, *notes])

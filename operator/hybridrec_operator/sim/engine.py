@@ -27,7 +27,8 @@ import numpy as np
 import yaml
 
 from hybridrec_operator.api.models import ComputePool, RecModelDeployment, parse_pool, parse_rmd
-from hybridrec_operator.core.planner import AllocatorMemory, ModelState, _moved, allocate
+from hybridrec_operator.core.allocator_types import moved_replicas
+from hybridrec_operator.core.planner import AllocatorMemory, ModelState, allocate
 from hybridrec_operator.core.sensitivity import pool_admits
 from hybridrec_operator.sim import latency
 from hybridrec_operator.sim.cluster import Cluster, Reclaims, View, capacities
@@ -129,7 +130,7 @@ def run_policy(
         if desired is not None:
             refused += cluster.apply(desired, t, warm=(step == 0), live_only=live_only)
         for name, per_pool in before.items():
-            moves += max(0, _moved(per_pool, cluster.count(name)))
+            moves += max(0, moved_replicas(per_pool, cluster.count(name)))
         rate = 0.0
         for (name, pool), pods in cluster.pods.items():
             if not pods:
