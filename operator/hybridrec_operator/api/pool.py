@@ -21,6 +21,7 @@ from hybridrec_operator.api.fields import (
     LABEL_VALUE,
     MAX_LABEL_KEY,
     EXTENDED_RESOURCE,
+    _DNS_SUBDOMAIN,
     cel,
     POOL_NAME_MESSAGE,
     LABEL_KEY_MESSAGE,
@@ -74,7 +75,57 @@ class Toleration(ApiModel):
         return self
 
 
+# Dynamic Resource Allocation (resource.k8s.io/v1): a pool may count its GPUs as DRA devices instead.
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+# The operator's internal name for a DRA pool's devices in its capacity arithmetic (never sent to the API server).
+DRA_RESOURCE_PREFIX = "dra.hybridrec.io/"
+DEVICE_CLASS_NAME = rf"^{_DNS_SUBDOMAIN}$"
+MAX_DRA_SELECTORS = 8
+MAX_CEL_EXPRESSION = 4096
+DRA_EXCLUSIVE_MESSAGE = (
+    "gpu.dra and gpu.resourceName are alternatives: a DRA pool's GPUs are devices of its DeviceClass, not an extended "
+    "resource; leave resourceName unset (or nvidia.com/gpu) when dra is set"
+)
+DEVICE_CLASS_MESSAGE = "gpu.dra.deviceClassName must be a DeviceClass name (a DNS subdomain, e.g. gpu.nvidia.com)"
+
+
+class DraSpec(ApiModel):
+    """GPUs through Dynamic Resource Allocation: each replica claims ``resources.gpus`` devices of the DeviceClass."""
+
+    device_class_name: Annotated[
+        str,
+        Field(min_length=1, max_length=253,
+              description="The DeviceClass every replica's ResourceClaim requests devices of (e.g. gpu.nvidia.com).",
+              json_schema_extra={"x-kubernetes-validations": [
+                  cel(f"self.matches(r'{DEVICE_CLASS_NAME}')", DEVICE_CLASS_MESSAGE)]}),
+    ]
+    selectors: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_CEL_EXPRESSION)]],
+        Field(max_length=MAX_DRA_SELECTORS,
+              description="CEL expressions a device must satisfy besides the class's own (e.g. "
+                          "device.attributes[\"gpu.nvidia.com\"].productName == \"NVIDIA A100\"); the scheduler "
+                          "evaluates them. Capacity counts every device of the class's driver on the pool's nodes."),
+    ] = Field(default_factory=list)
+
+    @field_validator("device_class_name")
+    @classmethod
+    def _class_name(cls, value: str) -> str:
+        # Mirrors the CEL rule (Kubernetes validates DeviceClass names as DNS subdomains).
+        if not re.match(DEVICE_CLASS_NAME, value):
+            raise ValueError(f"{DEVICE_CLASS_MESSAGE}; got {value!r}")
+        return value
+
+
 class GpuSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(f"!has(self.dra) || !has(self.resourceName) || self.resourceName == '{DEFAULT_GPU_RESOURCE}'",
+                    DRA_EXCLUSIVE_MESSAGE, ".resourceName"),
+            ]
+        }
+    )
+
     resource_name: Annotated[
         str,
         Field(
@@ -87,9 +138,15 @@ class GpuSpec(ApiModel):
                 ]
             },
         ),
-    ] = "nvidia.com/gpu"
+    ] = DEFAULT_GPU_RESOURCE
     model: Annotated[str, Field(max_length=63, description="GPU model, e.g. NVIDIA-A100-SXM4-80GB.")] = ""
     memory_gib: Annotated[int, Field(ge=0, le=1024, description="Memory per GPU in GiB.")] = 0
+    dra: Annotated[
+        DraSpec | None,
+        Field(description="Count and claim GPUs through Dynamic Resource Allocation (resource.k8s.io/v1) instead of "
+                          "resourceName: pods get a ResourceClaimTemplate per model and pool, and free GPUs are the "
+                          "class's devices in the ResourceSlices of the pool's nodes minus those allocated."),
+    ] = None
 
     @field_validator("resource_name", mode="before")
     @classmethod
@@ -100,6 +157,19 @@ class GpuSpec(ApiModel):
         ):
             raise ValueError(f"{RESOURCE_NAME_MESSAGE}; got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _dra_or_extended(self) -> GpuSpec:
+        # Mirrors the CEL rule above.
+        if self.dra is not None and self.resource_name != DEFAULT_GPU_RESOURCE:
+            raise ValueError(DRA_EXCLUSIVE_MESSAGE)
+        return self
+
+    @property
+    def counted_resource(self) -> str:
+        """The name capacity counts this pool's GPUs under: the extended resource, or for a DRA pool a name of the
+        operator's own (``dra.hybridrec.io/<class>``) that ``core/dra.py`` writes into the nodes' allocatable."""
+        return f"{DRA_RESOURCE_PREFIX}{self.dra.device_class_name}" if self.dra is not None else self.resource_name
 
 
 class PriceSource(StrEnum):
