@@ -85,12 +85,24 @@ class TrainingPolicy(_Wire):
         Field(description="manual: a version that passes the gate waits in phase AwaitingPromotion until the model's "
               "spec.model names it (the run's message gives the kubectl patch). auto: the operator writes it into the "
               "model's status.promotedModel, served over spec.model while spec.model is unchanged; rolled out "
-              "make-before-break and rolled back if not rolled out max(bakeSeconds, 120 s) after the promotion."),
+              "make-before-break and rolled back if not rolled out max(bakeSeconds, 120 s) after the promotion, or if "
+              "its error ratio rises within bakeSeconds."),
     ] = "manual"
     bake_seconds: Annotated[
         int, Field(ge=0, le=86400, description="After a promotion, how long the model must stay Ready with the new "
-                   "version rolled out before the run is Promoted.")
+                   "version rolled out before the run is Promoted; within it the operator compares the new version's "
+                   "error ratio (5xx and 429 of /v1/recommend, from Prometheus) with the previous version's.")
     ] = 300
+    max_error_ratio: Annotated[
+        float | None,
+        Field(ge=0, le=1, description="Roll back when the new version's error ratio within the bake window exceeds this, "
+              "whatever the previous version's was. Unset: only the comparison with the previous version."),
+    ] = None
+    max_error_ratio_increase: Annotated[
+        float,
+        Field(ge=0, le=1, description="Roll back when the new version's error ratio within the bake window exceeds the "
+              "previous version's (before the promotion) by more than this (absolute; 0.02 = two points)."),
+    ] = 0.02
     backoff_limit: Annotated[
         int, Field(ge=0, le=20, description="Retries of a failed training pod (a spot reclaim is not counted: the pod "
                    "resumes from its last checkpoint).")

@@ -78,6 +78,17 @@ class Evaluation(ApiModel):
     popularity_ndcg_at10: Annotated[float, Field(alias="popularityNdcgAt10")] = 0.0
 
 
+class BakeStatus(ApiModel):
+    """The error-ratio check of the bake window, as last read from Prometheus."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    new_error_ratio: Annotated[float | None, Field(description="5xx and 429 / requests of the new version since the promotion.")] = None
+    previous_error_ratio: Annotated[float | None, Field(description="The same of the previous version before the promotion.")] = None
+    message: str = ""
+    observed_at: str | None = None
+
+
 class RecModelTrainingRunStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -96,6 +107,7 @@ class RecModelTrainingRunStatus(ApiModel):
     previous: Annotated[ModelArtifact | None, Field(description="What the model served when the run started: the version it was "
                                                          "compared with, and what a rollback restores.")] = None
     promoted_at: str | None = None
+    bake: BakeStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
 
