@@ -18,36 +18,50 @@ It never edits a model's spec (its RBAC cannot). ``promotion: manual``: a versio
 ``promotion: auto``: it writes the model's ``status.promotedModel``, which the serving reconcile renders over
 spec.model (``core/training.served_model``; the Deployments roll with maxUnavailable 0, make-before-break). Either
 way, once the servers run the version the run is Promoting; with every Deployment rolled out and the model Ready
-through ``bakeSeconds`` it is Promoted; not rolled out ``max(bakeSeconds, 120 s)`` after the promotion, it is
-RolledBack (status.promotedModel restored to what served before).
+through ``bakeSeconds`` it is Promoted; not rolled out ``max(bakeSeconds, 120 s)`` after the promotion, or its
+error ratio risen within ``bakeSeconds``, it is RolledBack (status.promotedModel restored to what served before).
+The promotion and bake reads and writes are ``controller/training_promotion.py``'s; what a Job and its pods say is
+``controller/training_jobs.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from hybridrec_operator.api.models import API_VERSION, RecModelDeployment, TrainingSpend, parse_pool, parse_rmd
+from hybridrec_operator.api.models import (
+    API_VERSION,
+    RecModelDeployment,
+    TrainingSpend,
+    parse_pool,
+    parse_rmd,
+)
 from hybridrec_operator.api.training_run import (
     TERMINAL_PHASES,
-    Evaluation,
     RecModelTrainingRun,
     RunPhase,
     parse_run,
 )
 from hybridrec_operator.controller import metrics as m
 from hybridrec_operator.controller.kube import Kube, api_message
+from hybridrec_operator.controller.observe import HttpPromClient, PromClient
+from hybridrec_operator.controller.training_jobs import (
+    JobView,
+    owned_by,
+    owner_ref,
+    parse_time,
+)
+from hybridrec_operator.controller.training_promotion import Promotion, bake_status
 from hybridrec_operator.core import training as core
 from hybridrec_operator.core.conditions import set_condition, timestamp
+from hybridrec_operator.core.cost_types import ControllerConfig
 from hybridrec_operator.core.placement import PoolView
 
 log = logging.getLogger("hybridrec.training")
@@ -55,107 +69,17 @@ log = logging.getLogger("hybridrec.training")
 RUNS = "/apis/hybridrec.io/v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SCHEDULED_ANNOTATION = "hybridrec.io/scheduled-at"
-# A promoted version not rolled out this long after its promotion (or after bakeSeconds, if longer) is rolled back.
-ROLLOUT_DEADLINE_SECONDS = 120.0
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def owner_ref(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    return {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    uid = (owner.get("metadata") or {}).get("uid")
-    return any(r.get("uid") == uid and r.get("controller") for r in (obj.get("metadata") or {}).get("ownerReferences") or [])
-
-
-@dataclass
-class JobView:
-    """What the controller read of one run's Job and pods."""
-
-    job: dict[str, Any] | None
-    pods: list[dict[str, Any]] = field(default_factory=list)
-
-    def observation(self) -> core.Observation:
-        job = self.job
-        if job is None:
-            return core.Observation()
-        status = job.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-        failed = None
-        if "Failed" in conditions:
-            cond = conditions["Failed"]
-            failed = f"{cond.get('reason', 'Failed')}: {cond.get('message', '')}".rstrip(": ")
-            if cause := self._termination_message(phase="Failed"):
-                failed += f" ({cause})"
-        evaluation, result_error = None, None
-        if "Complete" in conditions or status.get("succeeded"):
-            evaluation, result_error = self._result()
-        return core.Observation(
-            job_exists=True, job_active=bool(status.get("active")) and any(
-                (p.get("status") or {}).get("phase") == "Running" for p in self.pods),
-            job_succeeded="Complete" in conditions or bool(status.get("succeeded")), job_failed=failed,
-            evaluation=evaluation, result_error=result_error)
-
-    def _termination_message(self, phase: str) -> str:
-        for pod in sorted(self.pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")), reverse=True):
-            if (pod.get("status") or {}).get("phase") != phase:
-                continue
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                if cs.get("name") == core.CONTAINER:
-                    message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
-                    if message:
-                        return str(message).strip()
-        return ""
-
-    def result(self) -> dict[str, Any] | None:
-        text = self._termination_message(phase="Succeeded")
-        try:
-            data = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _result(self) -> tuple[Evaluation | None, str | None]:
-        data = self.result()
-        if data is None:
-            return None, "the training pod succeeded but left no readable result in its termination message"
-        try:
-            return Evaluation.model_validate(data.get("evaluation") or {}), None
-        except ValidationError as exc:
-            return None, f"the training result is malformed: {exc.errors()[0].get('msg', exc)}"
-
-    def spans(self, resource_name: str = "nvidia.com/gpu") -> list[core.PodSpan]:
-        """Every pod that ran on a node: from its start to its container's finish (None: still running), with the GPUs
-        of ``resource_name`` (the pool's ``gpu.resourceName``) it held."""
-        out = []
-        for pod in self.pods:
-            status = pod.get("status") or {}
-            start = _parse_time(status.get("startTime"))
-            if start is None or not (pod.get("spec") or {}).get("nodeName"):
-                continue
-            end = None
-            for cs in status.get("containerStatuses") or []:
-                end = _parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")) or end
-            gpus = sum(int(str(((c.get("resources") or {}).get("limits") or {}).get(resource_name, 0)))
-                       for c in (pod.get("spec") or {}).get("containers") or [])
-            out.append(core.PodSpan(start, end, gpus))
-        return out
 
 
 class TrainingController:
     """One pass over every model with ``spec.training`` and every run. Synchronous (call it in an executor)."""
 
     def __init__(self, kube: Kube, *, extra_env: Mapping[str, str] | None = None, identity: str = "",
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), namespaces: Iterable[str] = ()) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), namespaces: Iterable[str] = (),
+                 prom: PromClient | None = None) -> None:
         self.kube = kube
+        # Promotion and bake (controller/training_promotion.py); without Prometheus the error ratio is not checked.
+        self.promotion = Promotion(kube, prom)
         self.extra_env = dict(extra_env or {})
         self.identity = identity
         self.clock = clock
@@ -263,7 +187,7 @@ class TrainingController:
         training = rmd.spec.training
         assert training is not None
         runs = [parse_run(r) for r in run_objs]
-        ours = [r for r in run_objs if ((r["metadata"].get("labels") or {}).get(MANAGED_BY) == "hybridrec" and _owned_by(r, obj))]
+        ours = [r for r in run_objs if ((r["metadata"].get("labels") or {}).get(MANAGED_BY) == "hybridrec" and owned_by(r, obj))]
         ours_parsed = {r.name: r for r in (parse_run(o) for o in ours)}
         for name in core.runs_to_prune(list(ours_parsed.values()), training.history_limit):
             uid = next(r["metadata"]["uid"] for r in ours if r["metadata"]["name"] == name)
@@ -277,8 +201,8 @@ class TrainingController:
                                     "preconditions": {"uid": uid}})
         if training.suspend:
             return spend
-        stamps = [_parse_time((r["metadata"].get("annotations") or {}).get(SCHEDULED_ANNOTATION)) for r in run_objs]
-        after = max([s for s in stamps if s] or [_parse_time(obj["metadata"].get("creationTimestamp")) or now])
+        stamps = [parse_time((r["metadata"].get("annotations") or {}).get(SCHEDULED_ANNOTATION)) for r in run_objs]
+        after = max([s for s in stamps if s] or [parse_time(obj["metadata"].get("creationTimestamp")) or now])
         when = core.due_time(training.schedule, after, now)
         if when is None:
             return spend
@@ -331,7 +255,7 @@ class TrainingController:
         view = self._job_view(run.namespace, job_name)
         if view.job is None:
             return self._finish(obj, RunPhase.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run finished", now)
-        if not _owned_by(view.job, obj):
+        if not owned_by(view.job, obj):
             return self._finish(obj, RunPhase.FAILED, "JobNameTaken",
                                 f"a Job named {job_name} exists that hybridrec did not create for this run; it is left alone", now)
         pool = next((p for p in pools if p.name == status.pool), None) if status else None
@@ -391,22 +315,10 @@ class TrainingController:
         assert status is not None
         training = rmd.spec.training
         gate = training.gate if training else core.EvaluationGate()
-        obs = view.observation()
+        obs, bake = view.observation(), None
         if status.phase in (RunPhase.AWAITING_PROMOTION, RunPhase.PROMOTING) and status.artifact is not None:
             # Promoted: the servers run this run's version, by a person's spec.model or by status.promotedModel (auto).
-            sha = status.artifact.sha256
-            serving = core.served_model(rmd).sha256 == sha
-            since = _parse_time(status.promoted_at)
-            seconds = (now - since).total_seconds() if since else 0.0
-            rolled, detail = self._rolled_out(rmd, sha) if serving else (False, "")
-            failed = None
-            if status.phase == RunPhase.PROMOTING:
-                if not serving:
-                    failed = "the model no longer serves this version (its spec.model changed)"
-                elif not rolled and seconds >= max(training.bake_seconds if training else 0, ROLLOUT_DEADLINE_SECONDS):
-                    failed = f"the new version is not rolled out {seconds:.0f}s after its promotion ({detail})"
-            obs = replace(obs, promote_requested=serving, serving_new_version=serving and rolled and _ready(rmd),
-                          seconds_since_promotion=seconds, rollout_failed=failed)
+            obs, bake = self.promotion.observe(rmd, status, obs, now)
         transition = core.advance(status.phase, obs, gate, training.promotion if training else "manual",
                                   training.bake_seconds if training else 0)
         patch: dict[str, Any] = {}
@@ -417,31 +329,9 @@ class TrainingController:
             artifact = {"uri": result.get("uri", ""), "architecture": result.get("architecture", rmd.spec.model.architecture.value),
                         "sha256": result.get("sha256"), "version": str(result.get("version", run.name))}
             patch["artifact"] = {k: v for k, v in artifact.items() if v is not None}
-        if transition.action == "promote" and status.phase in (RunPhase.PENDING, RunPhase.RUNNING):
-            # promotion: auto. Only over the version the run was compared with: if spec.model changed since, the
-            # scores say nothing about the new baseline and a person decides.
-            served = core.served_model(rmd)
-            if status.previous is not None and (status.previous.uri, status.previous.sha256) != (served.uri, served.sha256):
-                transition = core.Transition(RunPhase.AWAITING_PROMOTION, "AwaitingPromotion", transition.message.replace(
-                    "; rolling it out", "; not rolled out automatically: the served version changed since the run started"))
-            else:
-                self._set_promoted(rmd, {"run": run.name, "model": artifact, "replaces": rmd.spec.model.to_wire()})
-        if transition.action == "rollback":
-            promoted = rmd.status.promoted_model if rmd.status else None
-            if promoted is not None and promoted.run == run.name:
-                # Back to what served before (make-before-break again): spec.model, or an earlier promoted version.
-                previous = status.previous
-                if previous is None or (previous.uri, previous.sha256) == (rmd.spec.model.uri, rmd.spec.model.sha256):
-                    self._set_promoted(rmd, None)
-                else:
-                    self._set_promoted(rmd, {"run": previous.version or "previous", "model": previous.to_wire(),
-                                             "replaces": rmd.spec.model.to_wire()})
-        if transition.phase == status.phase == RunPhase.AWAITING_PROMOTION:
-            transition = replace(transition, message=status.message)  # still waiting: the same sentence and command
-        elif transition.phase == RunPhase.AWAITING_PROMOTION and artifact:
-            command = (f"kubectl patch rmd {rmd.name} -n {rmd.namespace} --type merge -p "
-                       f"'{json.dumps({'spec': {'model': artifact}}, separators=(',', ':'))}'")
-            transition = replace(transition, message=transition.message.split("; set the model")[0] + f"; promote it with: {command}")
+        transition = self.promotion.act(rmd, run, transition, artifact)
+        if bake is not None and (status.bake is None or status.bake.message != bake.message):
+            patch["bake"] = bake_status(bake, timestamp(now))
         if transition.phase == RunPhase.PROMOTING and status.phase != RunPhase.PROMOTING:
             patch["promotedAt"] = timestamp(now)
         hours = core.gpu_hours(view.spans(pool.spec.gpu.resource_name if pool else "nvidia.com/gpu"), now)
@@ -460,28 +350,8 @@ class TrainingController:
             self._patch_status(obj, patch)
         self._publish_cost(run, patch.get("cost", status.cost), status.pool, status.currency)
 
-    def _set_promoted(self, rmd: RecModelDeployment, promoted: dict[str, Any] | None) -> None:
-        """Write (or clear) the model's status.promotedModel: the serving reconcile renders it over spec.model."""
-        self._set_model_status(rmd, {"promotedModel": promoted})
-
     def _set_model_status(self, rmd: RecModelDeployment, fields: Mapping[str, Any]) -> None:
-        self.kube.request("PATCH", f"{RUNS}/namespaces/{rmd.namespace}/recmodeldeployments/{rmd.name}/status",
-                          body={"status": dict(fields)}, content_type="application/merge-patch+json")
-
-    def _rolled_out(self, rmd: RecModelDeployment, sha: str | None) -> tuple[bool, str]:
-        """Whether every Deployment of the model runs ``sha`` with all its replicas updated and available (the
-        Deployments roll with maxUnavailable 0: old pods serve until new ones are ready), and what is missing."""
-        missing = []
-        for dep in self._list("/apis/apps/v1", "deployments", f"{core.MODEL_LABEL}={rmd.name},{MANAGED_BY}=hybridrec", rmd.namespace):
-            name, spec, st = dep["metadata"]["name"], dep.get("spec") or {}, dep.get("status") or {}
-            env = {e.get("name"): e.get("value") for c in spec["template"]["spec"].get("containers", []) for e in c.get("env") or []}
-            want = int(spec.get("replicas", 1))
-            if env.get("HYBRIDREC_MODEL_SHA256") != sha:
-                missing.append(f"{name} not yet rendered with it")
-            elif st.get("observedGeneration", 0) < dep["metadata"].get("generation", 0) or \
-                    st.get("updatedReplicas", 0) < want or st.get("availableReplicas", 0) < want or st.get("replicas", 0) > want:
-                missing.append(f"{name}: {st.get('updatedReplicas', 0)}/{want} updated, {st.get('availableReplicas', 0)} available")
-        return not missing, "; ".join(missing)
+        self.promotion.set_model_status(rmd, fields)
 
     def _delete_job(self, job: Mapping[str, Any]) -> None:
         meta = job["metadata"]
@@ -527,11 +397,6 @@ def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
     return next((c for c in _conditions(obj) if c.get("type") == type_), {})
 
 
-def _ready(rmd: RecModelDeployment) -> bool:
-    status = rmd.status
-    return bool(status and any(c.type == "Ready" and c.status == "True" for c in status.conditions))
-
-
 # Conditions of a run: Trained (the Job produced a version), GatePassed (its scores), Promoted.
 def _run_conditions(obj: Mapping[str, Any], t: core.Transition, now: datetime) -> list[dict[str, Any]]:
     conditions = _conditions(obj)
@@ -547,7 +412,7 @@ def _run_conditions(obj: Mapping[str, Any], t: core.Transition, now: datetime) -
         if not _condition({"status": {"conditions": conditions}}, "GatePassed").get("status") == "True":
             conditions = set_condition(conditions, "GatePassed", True, "GatePassed", t.message.split("; ")[0], None, now)
     promoted = {RunPhase.AWAITING_PROMOTION: (False, "AwaitingPromotion"), RunPhase.PROMOTING: (False, "Baking"),
-                RunPhase.PROMOTED: (True, "Promoted"), RunPhase.ROLLED_BACK: (False, "RolledBack"),
+                RunPhase.PROMOTED: (True, "Promoted"), RunPhase.ROLLED_BACK: (False, t.reason),
                 RunPhase.REJECTED: (False, t.reason), RunPhase.FAILED: (False, t.reason)}
     if t.phase in promoted:
         ok, reason = promoted[t.phase]
@@ -599,7 +464,10 @@ def start_loop(kube: Kube, leader: Any, *, identity: str,
     if interval <= 0:
         return None
     endpoint = os.environ.get(S3_ENDPOINT_ENV, "")
+    # The Prometheus the cost controller reads (its config, HYBRIDREC_PROMETHEUS_URL): the bake window's error ratios.
+    url = ControllerConfig.from_env(os.environ).prometheus_url
     controller = TrainingController(kube, extra_env={"AWS_ENDPOINT_URL": endpoint} if endpoint else {},
-                                    identity=identity, namespaces=namespaces)
+                                    identity=identity, namespaces=namespaces,
+                                    prom=HttpPromClient(url, timeout_s=5.0) if url else None)
     loop = TrainingLoop(controller, leader, interval)
     return loop, asyncio.create_task(loop.run(), name="hybridrec-training")

@@ -12,7 +12,8 @@
   corrupt file) fails the Job at once, since retrying cannot help. Every pod requires the pool's tenancy by node
   affinity; a sensitive run onto a public pool is refused here too (defence in depth, as ``render.node_affinity``).
 * **Gate** and **promotion**: ``judge`` compares the new version's HR@10 with the gate and the serving version;
-  ``advance`` is the run's state machine (``api/training_run.RunPhase``).
+  ``advance`` is the run's state machine (``api/training_run.RunPhase``); ``judge_bake`` tells, within the bake
+  window after a promotion, whether the new version's error ratio rose (a rollback) or could not be known.
 """
 
 from __future__ import annotations
@@ -307,8 +308,9 @@ class Observation:
     result_error: str | None = None  # the Job succeeded but its evaluation.json/manifest could not be read
     promote_requested: bool = False  # the model's spec.model now names this run's version
     serving_new_version: bool = False  # the model's pods all run the new version and are ready
-    rollout_failed: str | None = None  # new pods failed readiness or their error ratio rose above the bound
+    rollout_failed: str | None = None  # new pods failed readiness (not rolled out in time) or the version changed
     seconds_since_promotion: float | None = None
+    bake: BakeVerdict | None = None  # the error-ratio check of the bake window (``judge_bake``); None: not checked
 
 
 @dataclass(frozen=True)
@@ -347,10 +349,70 @@ def advance(phase: RunPhase, obs: Observation, gate: EvaluationGate, promotion: 
     if obs.rollout_failed is not None:
         return Transition(RunPhase.ROLLED_BACK, "RolledBack", f"{obs.rollout_failed}; serving the previous version again",
                           action="rollback")
+    if obs.bake is not None and obs.bake.rollback:
+        return Transition(RunPhase.ROLLED_BACK, "ErrorRatioRose", f"{obs.bake.message}; serving the previous version again",
+                          action="rollback")
+    error_ratio = obs.bake.message if obs.bake is not None else "error ratio not checked"
     if obs.serving_new_version and (obs.seconds_since_promotion or 0.0) >= bake_seconds:
-        return Transition(RunPhase.PROMOTED, "Promoted", f"the new version served {bake_seconds}s without failing readiness "
-                          "or raising the error ratio")
-    return Transition(phase, "Baking", "the new version is rolling out or within its bake window")
+        return Transition(RunPhase.PROMOTED, "Promoted", f"the new version served {bake_seconds}s without failing "
+                          f"readiness; {error_ratio}")
+    return Transition(phase, "Baking", f"the new version is rolling out or within its bake window; {error_ratio}")
+
+
+# ------------------------------------------------------------------------------------------------ bake window
+
+# Fewer requests than this to the new version say nothing about its error ratio (1 error in 3 is not 33 %).
+MIN_BAKE_REQUESTS = 20.0
+# The previous version's error ratio: its servers' requests over this window before the promotion.
+PREVIOUS_WINDOW_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ErrorRatios:
+    """What Prometheus said about the model's ``/v1/recommend`` answers (5xx and 429 / all), per version."""
+
+    new: float | None = None  # servers running the new version, since the promotion; None: no requests seen
+    new_requests: float = 0.0  # requests those servers answered since the promotion
+    previous: float | None = None  # servers running any other version, over the window before the promotion
+    previous_requests: float = 0.0
+    unavailable: str | None = None  # why nothing could be read (Prometheus down, refusing the query)
+
+
+@dataclass(frozen=True)
+class BakeVerdict:
+    rollback: bool
+    message: str  # names both ratios, or why the check could not be made
+    new: float | None = None
+    previous: float | None = None
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "unknown"
+
+
+def judge_bake(ratios: ErrorRatios | None, max_error_ratio: float | None, max_increase: float) -> BakeVerdict:
+    """Whether the new version's error ratio rose within the bake window (pure). Rolled back when it exceeds
+    ``max_error_ratio`` (if set) or the previous version's by more than ``max_increase``. Metrics that are missing
+    (no Prometheus, no traffic, too few requests) never roll back by themselves: the message says what is unknown."""
+    if ratios is None:
+        return BakeVerdict(False, "error ratio not checked: the operator has no Prometheus (HYBRIDREC_PROMETHEUS_URL)")
+    if ratios.unavailable is not None:
+        return BakeVerdict(False, f"error ratio unknown: {ratios.unavailable}")
+    new, previous = ratios.new, ratios.previous
+    both = f"error ratio {_ratio(new)} (new version, {ratios.new_requests:.0f} requests) vs {_ratio(previous)} " \
+           f"(previous version, {ratios.previous_requests:.0f} requests)"
+    if new is None or ratios.new_requests < MIN_BAKE_REQUESTS:
+        return BakeVerdict(False, f"{both}: too few requests to the new version to judge it yet (at least "
+                           f"{MIN_BAKE_REQUESTS:.0f})", new, previous)
+    if max_error_ratio is not None and new > max_error_ratio:
+        return BakeVerdict(True, f"{both}: above maxErrorRatio {max_error_ratio:.4f}", new, previous)
+    if previous is None or ratios.previous_requests < MIN_BAKE_REQUESTS:
+        bound = f"within maxErrorRatio {max_error_ratio:.4f}" if max_error_ratio is not None else "no maxErrorRatio set"
+        return BakeVerdict(False, f"{both}: the previous version's is not known (too little traffic before the "
+                           f"promotion), {bound}", new, previous)
+    if new > previous + max_increase:
+        return BakeVerdict(True, f"{both}: rose by more than maxErrorRatioIncrease {max_increase:.4f}", new, previous)
+    return BakeVerdict(False, f"{both}: within the bounds", new, previous)
 
 
 # ---------------------------------------------------------------------------------------------------- cost

@@ -1,4 +1,4 @@
-"""What the retraining controller reads from a Job and its pods (controller/training.JobView): pure parsing."""
+"""What the retraining controller reads from a Job and its pods (controller/training_jobs.JobView): pure parsing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hybridrec_operator.controller.training import JobView
+from hybridrec_operator.controller.training_jobs import JobView
 from hybridrec_operator.core import training as core
 
 def pod(phase: str, *, start: str | None = "2026-01-01T00:00:00Z", end: str | None = None, message: str = "",

@@ -340,3 +340,63 @@ def tr_pool_as_computepool() -> Any:
     from hybridrec_operator.api.models import ComputePool
 
     return ComputePool.model_validate({"metadata": {"name": "onprem"}, "spec": POOLS[0].spec.to_wire()})
+
+
+# ------------------------------------------------------------------------------------------------ bake window
+
+
+def ratios(new: float | None, previous: float | None, new_requests: float = 100, previous_requests: float = 100) -> tr.ErrorRatios:
+    return tr.ErrorRatios(new=new, new_requests=new_requests, previous=previous, previous_requests=previous_requests)
+
+
+def test_bake_rolls_back_a_rising_error_ratio_and_names_both() -> None:
+    verdict = tr.judge_bake(ratios(0.30, 0.001), None, 0.02)
+    assert verdict.rollback and "0.3000" in verdict.message and "0.0010" in verdict.message
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(serving_new_version=True, seconds_since_promotion=10, bake=verdict),
+                   GATE, "auto", 60)
+    assert (t.phase, t.reason, t.action) == (RunPhase.ROLLED_BACK, "ErrorRatioRose", "rollback")
+    assert "0.3000" in t.message and "0.0010" in t.message and "previous version again" in t.message
+    # Rolled back even after the bake time passed: the verdict of the last check wins over the clock.
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(serving_new_version=True, seconds_since_promotion=61, bake=verdict),
+                   GATE, "auto", 60)
+    assert t.phase == RunPhase.ROLLED_BACK
+
+
+def test_bake_tolerates_a_rise_within_the_increase_and_enforces_max_error_ratio() -> None:
+    assert not tr.judge_bake(ratios(0.015, 0.0), None, 0.02).rollback
+    assert tr.judge_bake(ratios(0.025, 0.0), None, 0.02).rollback
+    # The absolute bound holds whatever the previous version did, even unknown.
+    verdict = tr.judge_bake(ratios(0.06, None, previous_requests=0), 0.05, 0.02)
+    assert verdict.rollback and "maxErrorRatio 0.0500" in verdict.message
+    assert not tr.judge_bake(ratios(0.04, 0.0), 0.05, 0.5).rollback
+
+
+@pytest.mark.parametrize("reading, says", [
+    (None, "no Prometheus"),
+    (tr.ErrorRatios(unavailable="Prometheus did not answer (HTTP 503)"), "HTTP 503"),
+    (ratios(None, 0.0, new_requests=0), "too few requests"),
+    (ratios(1.0, 0.0, new_requests=5), "too few requests"),
+    (ratios(0.9, None, previous_requests=0), "previous version's is not known"),
+])
+def test_missing_metrics_never_roll_back_and_say_so(reading: tr.ErrorRatios | None, says: str) -> None:
+    verdict = tr.judge_bake(reading, None, 0.02)
+    assert not verdict.rollback and says in verdict.message
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(serving_new_version=True, seconds_since_promotion=30, bake=verdict),
+                   GATE, "auto", 60)
+    assert t.phase == RunPhase.PROMOTING and says in t.message
+    t = tr.advance(RunPhase.PROMOTING, tr.Observation(serving_new_version=True, seconds_since_promotion=61, bake=verdict),
+                   GATE, "auto", 60)
+    assert t.phase == RunPhase.PROMOTED and says in t.message  # promoted, and the status says what was not known
+
+
+def test_bake_fields_bounded() -> None:
+    from pydantic import ValidationError
+
+    from hybridrec_operator.api.training import TrainingPolicy
+
+    base = {"schedule": "0 3 * * *", "dataUri": "s3://data/x.csv", "outputUri": "s3://models/x"}
+    policy = TrainingPolicy.model_validate(base)
+    assert (policy.bake_seconds, policy.max_error_ratio, policy.max_error_ratio_increase) == (300, None, 0.02)
+    for bad in ({"maxErrorRatio": 1.5}, {"maxErrorRatioIncrease": -0.1}, {"bakeSeconds": 90000}):
+        with pytest.raises(ValidationError):
+            TrainingPolicy.model_validate({**base, **bad})
