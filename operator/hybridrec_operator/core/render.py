@@ -1,7 +1,8 @@
 """Child objects of a RecModelDeployment, as plain dicts (pure, dask-kubernetes style ``build_*``).
 
 One Deployment per pool with replicas (``<model>-<pool>``), one Service over all pools, one PodDisruptionBudget when
-the model can run more than one replica (``wants_pdb``); for confidential/restricted models a NetworkPolicy
+the model can run more than one replica (``wants_pdb``); a ResourceClaimTemplate per DRA pool with a Deployment
+(``build_claim_template``: the pods claim their GPUs as devices, ``core/dra.py``); for confidential/restricted models a NetworkPolicy
 (``build_network_policy``) admitting only the clients the spec names and the metrics scrape from the monitoring
 namespace.
 Every pod carries the pool's nodeSelector and tolerations plus a *required* node affinity on its tenancy; pods of
@@ -25,7 +26,7 @@ from hybridrec_operator.api.models import (
     RecModelDeployment,
     Tenancy,
 )
-from hybridrec_operator.core import remote
+from hybridrec_operator.core import dra, remote
 from hybridrec_operator.core.placement import PlacementPlan
 from hybridrec_operator.core.sensitivity import pool_admits
 from hybridrec_operator.core.training import served_model
@@ -145,7 +146,8 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 def _container(rmd: RecModelDeployment, pool: ComputePool) -> dict[str, Any]:
     spec = rmd.spec
-    gpus = {pool.spec.gpu.resource_name: str(spec.resources.gpus)}
+    # A DRA pool's GPUs come from the pod's ResourceClaim (build_claim_template), not an extended-resource limit.
+    gpus = {} if pool.spec.gpu.dra is not None else {pool.spec.gpu.resource_name: str(spec.resources.gpus)}
     # Model download + load can take a while on a fresh node; the startup probe covers it so liveness can stay strict.
     startup_failures = max(12, (pool.spec.startup_seconds + 300) // 5)
     return {
@@ -157,6 +159,7 @@ def _container(rmd: RecModelDeployment, pool: ComputePool) -> dict[str, Any]:
         "resources": {
             "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory, **gpus},
             "limits": {"memory": spec.resources.memory, **gpus},
+            **({"claims": [{"name": dra.CLAIM}]} if pool.spec.gpu.dra is not None else {}),
         },
         "startupProbe": _probe("/healthz", 5, startup_failures),
         "readinessProbe": _probe("/readyz", 5, 2),
@@ -202,6 +205,14 @@ def build_deployment(rmd: RecModelDeployment, pool: ComputePool, replicas: int) 
     }
     if tolerations := _tolerations(pool):
         pod_spec["tolerations"] = tolerations
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(rmd.spec.serving.port),
+        "prometheus.io/path": "/metrics",
+    }
+    if (gpu := pool.spec.gpu.dra) is not None:
+        pod_spec["resourceClaims"] = dra.pod_claims(build_claim_template(rmd, pool)["metadata"]["name"])
+        annotations.update(dra.pod_annotations(gpu.device_class_name, rmd.spec.resources.gpus))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -213,18 +224,21 @@ def build_deployment(rmd: RecModelDeployment, pool: ComputePool, replicas: int) 
             # A spare GPU is rarely free: replace pods one at a time, and only drop one once its successor is ready.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(rmd.spec.serving.port),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": pod_spec,
             },
         },
     }
+
+
+def build_claim_template(rmd: RecModelDeployment, pool: ComputePool) -> dict[str, Any]:
+    """The ResourceClaimTemplate of the model on a DRA pool (``gpu.dra``): ``resources.gpus`` devices of the pool's
+    DeviceClass per replica, named ``<model>-<pool>-<spec hash>`` (core/dra.py)."""
+    gpu = pool.spec.gpu.dra
+    if gpu is None:
+        raise ValueError(f"pool {pool.name} does not use DRA")
+    return dra.build_claim_template(child_name(rmd.name, pool.name), rmd.namespace, pool_labels(rmd, pool),
+                                    gpu.device_class_name, gpu.selectors, rmd.spec.resources.gpus)
 
 
 def build_service(rmd: RecModelDeployment) -> dict[str, Any]:
@@ -333,6 +347,9 @@ def build_children(
         )[0]
         if admitted:
             children.append(build_deployment(rmd, pools[name], 0))
+    # A DRA pool's Deployment needs its ResourceClaimTemplate (applied before it: core/decide.py orders them).
+    children += [build_claim_template(rmd, pools[c["metadata"]["labels"][POOL_LABEL]]) for c in list(children)
+                 if pools[c["metadata"]["labels"][POOL_LABEL]].spec.gpu.dra is not None]
     children.append(build_service(rmd))
     if wants_pdb(rmd):
         children.append(build_pdb(rmd))
