@@ -20,7 +20,8 @@ from typing import Any
 import kopf
 
 from hybridrec_operator.api.models import API_VERSION
-from hybridrec_operator.controller import app, events, training
+from hybridrec_operator.controller import app, dra, events, training
+from hybridrec_operator.core import dra as core_dra
 from hybridrec_operator.core.objects import MANAGED, MODEL_LABEL, compact_meta, compact_node, compact_pod, requests_accelerators
 
 GROUP_VERSION = API_VERSION  # hybridrec.io/v1alpha1
@@ -84,6 +85,34 @@ def hybridrec_networkpolicies(body: kopf.Body, namespace: str, labels: Mapping[s
     return {(namespace, labels[MODEL_LABEL]): _child(body)} if labels.get(MODEL_LABEL) else None
 
 
+@kopf.index(core_dra.GROUP_VERSION, "resourceclaimtemplates", labels=MANAGED)
+def hybridrec_resourceclaimtemplates(body: kopf.Body, namespace: str, labels: Mapping[str, str],
+                                     **_: Any) -> dict[Any, Any] | None:
+    return {(namespace, labels[MODEL_LABEL]): _child(body)} if labels.get(MODEL_LABEL) else None
+
+
+# DRA inventory (controller/dra.py): DeviceClasses, ResourceSlices, and the allocated ResourceClaims of others
+# (hybridrec's own claims are counted through its pods).
+def _foreign_claim(labels: Mapping[str, str], **_: Any) -> bool:
+    return labels.get("app.kubernetes.io/managed-by") != "hybridrec"
+
+
+@kopf.index(core_dra.GROUP_VERSION, "deviceclasses")
+def hybridrec_deviceclasses(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+    return {name: core_dra.compact_class(body)}
+
+
+@kopf.index(core_dra.GROUP_VERSION, "resourceslices")
+def hybridrec_resourceslices(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {None: core_dra.compact_slice(body)}
+
+
+@kopf.index(core_dra.GROUP_VERSION, "resourceclaims", when=_foreign_claim)
+def hybridrec_resourceclaims(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    claim = core_dra.compact_claim(body)
+    return {None: claim} if claim["results"] else None
+
+
 def _name_entry(body: kopf.Body) -> dict[str, Any]:
     """What the ownership check needs of any object of a child's kind: its controller ownerReference and
     managed-by label (a few hundred bytes, whatever the object's size)."""
@@ -114,6 +143,11 @@ def hybridrec_pdb_names(body: kopf.Body, namespace: str, name: str, **_: Any) ->
 
 @kopf.index("networking.k8s.io/v1", "networkpolicies")
 def hybridrec_networkpolicy_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _name_entry(body)}
+
+
+@kopf.index(core_dra.GROUP_VERSION, "resourceclaimtemplates")
+def hybridrec_resourceclaimtemplate_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): _name_entry(body)}
 
 
@@ -188,6 +222,32 @@ async def networkpolicy_event(type: str | None, body: kopf.Body, namespace: str,
                               memo: kopf.Memo, **_: Any) -> None:
     if op := _running(memo):
         events.on_child(op.runtime, type, body, namespace, labels)
+
+
+@kopf.on.event(core_dra.GROUP_VERSION, "resourceclaimtemplates", labels=MANAGED)
+async def claim_template_event(type: str | None, body: kopf.Body, namespace: str, labels: Mapping[str, str],  # noqa: A002
+                               memo: kopf.Memo, **_: Any) -> None:
+    if op := _running(memo):
+        events.on_child(op.runtime, type, body, namespace, labels)
+
+
+@kopf.on.event(core_dra.GROUP_VERSION, "deviceclasses")
+async def device_class_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    if op := _running(memo):
+        dra.on_inventory(op.runtime, "DeviceClass", type, name, core_dra.compact_class(body))
+
+
+@kopf.on.event(core_dra.GROUP_VERSION, "resourceslices")
+async def resource_slice_event(type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    if op := _running(memo):
+        dra.on_inventory(op.runtime, "ResourceSlice", type, name, core_dra.compact_slice(body))
+
+
+@kopf.on.event(core_dra.GROUP_VERSION, "resourceclaims", when=_foreign_claim)
+async def resource_claim_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,  # noqa: A002
+                               **_: Any) -> None:
+    if op := _running(memo):
+        dra.on_inventory(op.runtime, "ResourceClaim", type, f"{namespace}/{name}", core_dra.compact_claim(body))
 
 
 # ------------------------------------------------------------------------------------------------ retraining

@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from hybridrec_operator.api.models import API_VERSION, ComputePool, PriceSource, parse_pool
-from hybridrec_operator.controller import metrics
+from hybridrec_operator.controller import dra, metrics
 from hybridrec_operator.controller.config import OperatorConfig
 from hybridrec_operator.controller.kube import Kube, api_message, classify, retry_delay
 from hybridrec_operator.controller.seam import ControlSeam
@@ -62,6 +62,7 @@ from hybridrec_operator.core.objects import (
     owned_by,
     placements_of,
 )
+from hybridrec_operator.core.dra import DEVICES_READY
 from hybridrec_operator.core.pricing import CONDITION as PRICE_CONDITION
 from hybridrec_operator.core.pricing import PoolPrice, apply_price, price_condition
 
@@ -70,11 +71,13 @@ log = logging.getLogger("hybridrec.operator")
 GROUP_VERSION = API_VERSION  # hybridrec.io/v1alpha1
 LEADER_TRIGGER = "leader elected"
 # The kopf indexes of children (labelled app.kubernetes.io/managed-by=hybridrec), registered in handlers.py.
-CHILD_INDEXES = ("hybridrec_deployments", "hybridrec_services", "hybridrec_pdbs", "hybridrec_networkpolicies")
+CHILD_INDEXES = ("hybridrec_deployments", "hybridrec_services", "hybridrec_pdbs", "hybridrec_networkpolicies",
+                 "hybridrec_resourceclaimtemplates")
 # The kopf indexes of every object of the children's kinds, whoever made it: (namespace, name) -> its controller
 # ownerReference and managed-by label (handlers.py). They spare the GET before a child's first apply.
 NAME_INDEXES = {"Deployment": "hybridrec_deployment_names", "Service": "hybridrec_service_names",
-                "PodDisruptionBudget": "hybridrec_pdb_names", "NetworkPolicy": "hybridrec_networkpolicy_names"}
+                "PodDisruptionBudget": "hybridrec_pdb_names", "NetworkPolicy": "hybridrec_networkpolicy_names",
+                "ResourceClaimTemplate": "hybridrec_resourceclaimtemplate_names"}
 
 
 class Leadership(Protocol):
@@ -185,7 +188,8 @@ class Runtime:
         return sorted(pools, key=lambda p: p.name)
 
     def nodes(self) -> list[Mapping[str, Any]]:
-        return self._store("hybridrec_nodes", None)
+        """The nodes; with a DRA pool, each node's free devices of its class in allocatable (controller/dra.py)."""
+        return dra.nodes(self.indices, self._store("hybridrec_nodes", None), self.pods())
 
     def pods(self) -> list[Mapping[str, Any]]:
         return self._store("hybridrec_pods", None)
@@ -216,7 +220,7 @@ class Runtime:
             for other_body in store:
                 planned[other_key] = self.planned.get(other_key) or placements_of(other_body.get("status"))
                 gpus_of[other_key] = int(((other_body.get("spec") or {}).get("resources") or {}).get("gpus") or 1)
-        claims = claim_pods(planned, gpus_of, {p.name: p.spec.gpu.resource_name for p in pools}, pods)
+        claims = claim_pods(planned, gpus_of, {p.name: p.spec.gpu.counted_resource for p in pools}, pods)
         now = time.monotonic()
         avoid = frozenset(p for p, until in self.avoid.get(key, {}).items() if until > now)
         return ModelSnapshot(
@@ -425,6 +429,9 @@ class Runtime:
         # Liqo virtual nodes: undeclared, unlabelled or NotReady ones are named in RemoteClusterReady (and an event).
         new["conditions"] = remote.set_remote_condition(pool, remote.findings(pool, self.nodes(), self.pools()),
                                                         new["conditions"], generation, now)
+        # DRA pools: a missing DeviceClass or no ResourceSlices on the pool's nodes is named in DevicesReady.
+        new["conditions"] = dra.pool_conditions(self.indices, pool, self._store("hybridrec_nodes", None),
+                                                new["conditions"], generation, now)
         price = self.prices.get(name)
         if pool.spec.pricing.source == PriceSource.OPENCOST and price is not None:
             # Which price the planners use and where from; a fallback to the static price is a False condition.
@@ -436,7 +443,7 @@ class Runtime:
             new["price"] = None  # back to a static price: merge-patch null removes the field
             new["conditions"] = [c for c in new["conditions"] if c.get("type") != PRICE_CONDITION]
         news = [n for n in (condition_news(old.get("conditions") or [], new["conditions"], t)
-                            for t in (remote.REMOTE_CLUSTER_READY, PRICE_CONDITION)) if n is not None]
+                            for t in (remote.REMOTE_CLUSTER_READY, PRICE_CONDITION, DEVICES_READY)) if n is not None]
         if new != {k: old.get(k) for k in new}:
             path = f"/apis/{GROUP_VERSION}/computepools/{name}/status"
             written = await self.loop.run_in_executor(self.executor, lambda: self.kube.request(

@@ -126,7 +126,7 @@ def _node_name(pod: Mapping[str, Any]) -> str:
 
 
 def _usage(pool: ComputePool, nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> PoolUsage:
-    resource = pool.spec.gpu.resource_name
+    resource = pool.spec.gpu.counted_resource  # a DRA pool: its devices, written into the nodes by core/dra.py
     members = [n for n in nodes if matches(pool.spec.node_selector, _labels(n))]
     mismatched = tenancy_mismatch(pool, members)
     # A Liqo virtual node is room only for a pool that declares its remote cluster (core/remote.py).

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hybridrec_operator.api.models import API_VERSION, ComputePool, RecModelDeploymentSpec, Sensitivity, parse_rmd
-from hybridrec_operator.core import capacity, conditions, placement, render
+from hybridrec_operator.core import capacity, conditions, dra, placement, render
 from hybridrec_operator.core.drift import needs_apply
 from hybridrec_operator.core.objects import POOL_LABEL, RMD_KIND, adopt, meta_of, owned_by, placements_of
 from hybridrec_operator.core.sensitivity import pool_admits
@@ -253,8 +253,9 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
             decision.applies.append(child)
             if live is None:
                 decision.unseen.add(ref)
-    # The NetworkPolicy first: a sensitive model's new pods never start before the policy that fences them.
-    decision.applies.sort(key=lambda c: c["kind"] != "NetworkPolicy")
+    # The NetworkPolicy first: a sensitive model's new pods never start before the policy that fences them; then
+    # ResourceClaimTemplates, so a DRA pool's new pods find theirs.
+    decision.applies.sort(key=lambda c: (c["kind"] != "NetworkPolicy", c["kind"] != dra.TEMPLATE_KIND))
 
     # Ready replicas per pool, from the live Deployments.
     ready_by_pool: dict[str, int] = {}
@@ -269,8 +270,13 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
     ready_planned = sum(min(a.replicas, ready_by_pool.get(a.pool, 0)) for a in plan.assignments)
     forbidden = forbidden_deployments(snap, rmd.spec.data_sensitivity, rmd.spec.placement.allow_public_burst)
     removed: list[tuple[str, str, str]] = []
+    # A claim template stays while a live Deployment of the model can still create pods from it.
+    in_use = dra.templates_in_use(live for (kind, _), live in snap.children.items()
+                                  if kind == "Deployment" and owned_by(live, decision.uid))
     for (kind, child_name), live in sorted(snap.children.items()):
         if (kind, child_name) in wanted_names or kind not in _REMOVABLE or not owned_by(live, decision.uid):
+            continue
+        if kind == dra.TEMPLATE_KIND and child_name in in_use:
             continue
         if meta_of(live).get("deletionTimestamp"):
             continue
@@ -336,7 +342,8 @@ def decide(snap: ModelSnapshot, *, now: datetime, trigger: str, grace_seconds: f
 # Children the reconcile removes when the plan no longer wants them (the Service always is wanted; a PDB is not once
 # the model can run only one replica), with the apiVersion to use when the live copy does not say. Only our own
 # (controller ownerReference to this model's uid) are removed, with a uid precondition.
-_REMOVABLE = {"Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1", "PodDisruptionBudget": "policy/v1"}
+_REMOVABLE = {"Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1", "PodDisruptionBudget": "policy/v1",
+              dra.TEMPLATE_KIND: dra.GROUP_VERSION}
 
 
 def conflict(kind: str, namespace: str, name: str, live: Mapping[str, Any] | None, model: str) -> ChildFailure:

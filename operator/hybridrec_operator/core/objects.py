@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from hybridrec_operator.core import capacity, render
+from hybridrec_operator.core import capacity, dra, render
 
 MANAGED = {"app.kubernetes.io/managed-by": "hybridrec"}
 MODEL_LABEL = render.MODEL_LABEL
@@ -91,11 +91,15 @@ def compact_pod(body: Mapping[str, Any]) -> dict[str, Any]:
                                                             "limits": _as_counts(resources.get("limits"))}})
         return out
 
+    containers = slim(spec.get("containers") or [])
+    if claimed := dra.pod_requests(meta_of(body).get("annotations")):
+        # A pod on a DRA pool: its devices, as the counted resource capacity.py adds up (core/dra.py).
+        containers.append({"name": "dra-devices", "resources": {"requests": claimed, "limits": {}}})
     return {
         "metadata": compact_meta(body, "creationTimestamp"),
         "spec": {
             "nodeName": spec.get("nodeName") or "",
-            "containers": slim(spec.get("containers") or []),
+            "containers": containers,
             "initContainers": slim(spec.get("initContainers") or []),
         },
         "status": {

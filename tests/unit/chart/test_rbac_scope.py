@@ -9,8 +9,10 @@ import yaml
 from chart_helpers import ROOT, by_kind, objects, template
 
 NAMESPACED = ["--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={team-a,team-b}"]
-CHILDREN = {"deployments", "services", "poddisruptionbudgets", "networkpolicies"}
-CLUSTER_SCOPED = {"computepools", "computepools/status", "nodes", "customresourcedefinitions"}
+CHILDREN = {"deployments", "services", "poddisruptionbudgets", "networkpolicies", "resourceclaimtemplates"}
+# DeviceClasses and ResourceSlices (read): the devices of DRA pools (gpu.dra), cluster-scoped objects.
+CLUSTER_SCOPED = {"computepools", "computepools/status", "nodes", "customresourcedefinitions", "deviceclasses",
+                  "resourceslices"}
 
 
 def _rules(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
