@@ -20,7 +20,9 @@ a run killed midway leaves no manifest, so nothing half-written is ever promoted
 (spot reclaim) resumes instead of starting over: after every epoch the training state goes to
 ``<output>/checkpoints/epochs/`` (``train_checkpoint``: ``epoch-NNNN.safetensors``, then the pointer ``latest.json``),
 and a replacement pod resumes at the next epoch; the trained artifact goes to ``<output>/checkpoints/artifact/``
-before evaluation and upload, and a replacement pod finding it skips training altogether. The result (uri, manifest
+before evaluation and upload, and a replacement pod finding it skips training altogether. Once the manifest is
+written, ``<output>/checkpoints/`` is removed; a replacement pod that finds the manifest (the pod was killed after the
+upload) returns the written version's result without training or writing anything. The result (uri, manifest
 sha256, scores, ``resumedFromEpoch``) is also written to the container's termination message, which the operator reads
 from the pod status (it needs no S3 access).
 
@@ -47,8 +49,9 @@ log = logging.getLogger("hybridrec_server.training_job")
 EXIT_BAD_INPUT = 2
 EXIT_ERROR = 1
 EVALUATION_NAME = "evaluation.json"
-CHECKPOINT_PREFIX = "checkpoints/artifact/"
-EPOCH_CHECKPOINT_PREFIX = "checkpoints/epochs/"
+CHECKPOINTS_PREFIX = "checkpoints/"  # removed once the version's manifest is written
+CHECKPOINT_PREFIX = CHECKPOINTS_PREFIX + "artifact/"
+EPOCH_CHECKPOINT_PREFIX = CHECKPOINTS_PREFIX + "epochs/"
 TERMINATION_LOG = "/dev/termination-log"
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
 MIN_ITEMS = 100  # the evaluation ranks each held-out item against 99 sampled items the user never saw
@@ -235,6 +238,46 @@ def restore_checkpoint(s3: Any, output_uri: str, dest: Path) -> Path | None:
         return None
 
 
+def written_result(s3: Any, output_uri: str, cfg: JobConfig) -> dict[str, Any] | None:
+    """The result of a version already written under ``output_uri`` (its manifest, written last, is there: a pod
+    killed after the upload, whose replacement must neither train again nor write over it), else None."""
+    loc = parse_s3_uri(output_uri)
+    if not _exists(s3, loc.bucket, loc.key(MANIFEST_NAME)):
+        return None
+    manifest = s3.get_object(Bucket=loc.bucket, Key=loc.key(MANIFEST_NAME))["Body"].read()
+    parse_manifest(manifest)
+    evaluation = json.loads(s3.get_object(Bucket=loc.bucket, Key=loc.key(EVALUATION_NAME))["Body"].read())
+    config = json.loads(s3.get_object(Bucket=loc.bucket, Key=loc.key("config.json"))["Body"].read())
+    return {"uri": output_uri, "sha256": sha256_hex(manifest), "version": str(config.get("version", cfg.version)),
+            "architecture": str(config.get("architecture", cfg.architecture)), "evaluation": evaluation,
+            "resumedFromEpoch": (config.get("metrics") or {}).get("resumed_from_epoch")}
+
+
+def remove_checkpoints(s3: Any, output_uri: str) -> int:
+    """Delete ``<output>/checkpoints/`` (the epochs' state and the trained artifact) once the version's manifest is
+    written: nothing resumes from them any more (``written_result`` answers a replacement pod first), and one
+    epoch's state is about four times the model. Returns the number of objects deleted."""
+    loc = parse_s3_uri(output_uri)
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key(CHECKPOINTS_PREFIX)):
+        objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if objects:
+            s3.delete_objects(Bucket=loc.bucket, Delete={"Objects": objects, "Quiet": True})
+            deleted += len(objects)
+    return deleted
+
+
+def _clean_up(s3: Any, output_uri: str) -> None:
+    try:
+        n = remove_checkpoints(s3, output_uri)
+    except Exception as exc:  # noqa: BLE001 - the version is written; leftover checkpoints only cost storage
+        log.warning("the version is written, but its checkpoints at %s%s were not removed: %s", output_uri,
+                    CHECKPOINTS_PREFIX, exc)
+        return
+    if n:
+        log.info("removed %d checkpoint object(s) under %s%s", n, output_uri, CHECKPOINTS_PREFIX)
+
+
 def run(cfg: JobConfig, workdir: Path, s3: Any = None) -> dict[str, Any]:
     """Train, evaluate, write the version; returns the result the operator reads."""
     from .train import train_and_evaluate
@@ -243,6 +286,10 @@ def run(cfg: JobConfig, workdir: Path, s3: Any = None) -> dict[str, Any]:
     s3 = s3 or s3_client()
     out = parse_s3_uri(cfg.output_uri)
     output_uri = f"s3://{out.bucket}/{out.prefix}"
+    if (done := written_result(s3, output_uri, cfg)) is not None:
+        log.info("the version at %s is already written (manifest sha256 %s): nothing to train", output_uri, done["sha256"])
+        _clean_up(s3, output_uri)
+        return done
     inter = write_inter(parse_interactions(fetch_text(s3, cfg.data_uri)), workdir / "interactions.inter")
     artifact = restore_checkpoint(s3, output_uri, workdir / "checkpoint")
     metrics: dict[str, Any]
@@ -268,6 +315,7 @@ def run(cfg: JobConfig, workdir: Path, s3: Any = None) -> dict[str, Any]:
     }
     sha = upload_version(s3, artifact, output_uri, evaluation)
     version = str(read_verified(artifact).config.get("version", cfg.version))
+    _clean_up(s3, output_uri)
     return {"uri": output_uri, "sha256": sha, "version": version, "architecture": cfg.architecture, "evaluation": evaluation,
             "resumedFromEpoch": metrics.get("resumed_from_epoch")}
 

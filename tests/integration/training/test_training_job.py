@@ -110,10 +110,21 @@ def test_a_replacement_pod_resumes_from_the_checkpoint(
 ) -> None:
     output = f"s3://{BUCKET}/models/movies/versions/resume-{uuid.uuid4().hex[:6]}/"
     cfg = tj.JobConfig.from_env(job_env(interactions_uri, output, None, tmp_path / "t", epochs=1))
+
+    class Reclaimed(Exception):
+        pass
+
+    def reclaimed(*_: Any, **__: Any) -> Any:
+        raise Reclaimed("the pod was reclaimed after the checkpoint, before the upload")
+
     (tmp_path / "a").mkdir()
-    first = tj.run(cfg, tmp_path / "a", s3[1])
+    with monkeypatch.context() as m:
+        m.setattr(tj, "upload_version", reclaimed)
+        with pytest.raises(Reclaimed):
+            tj.run(cfg, tmp_path / "a", s3[1])
     assert "checkpoints/artifact/manifest.json" in keys(s3[1], output)
-    # The pod was reclaimed after the checkpoint: its replacement must not train again.
+    assert "manifest.json" not in keys(s3[1], output)
+    # Its replacement must not train again.
     import hybridrec_server.train as train
 
     def no_training(*_: Any, **__: Any) -> Any:
@@ -122,7 +133,18 @@ def test_a_replacement_pod_resumes_from_the_checkpoint(
     monkeypatch.setattr(train, "train_and_evaluate", no_training)
     (tmp_path / "b").mkdir()
     second = tj.run(cfg, tmp_path / "b", s3[1])
-    assert second["sha256"] == first["sha256"] and second["evaluation"]["hitRateAt10"] == first["evaluation"]["hitRateAt10"]
+    assert second["evaluation"]["hitRateAt10"] > 0 and "manifest.json" in keys(s3[1], output)
+    # The version is written: its checkpoints are removed.
+    assert not {k for k in keys(s3[1], output) if k.startswith("checkpoints/")}
+    # A pod killed after the upload: its replacement returns the written version and writes nothing.
+    before = {o["Key"]: o["LastModified"] for o in s3[1].list_objects_v2(Bucket=BUCKET, Prefix=parse_s3_uri(output).prefix)["Contents"]}
+    monkeypatch.setattr(tj, "upload_version", reclaimed)
+    (tmp_path / "c").mkdir()
+    third = tj.run(cfg, tmp_path / "c", s3[1])
+    assert (third["sha256"], third["version"], third["evaluation"]["hitRateAt10"]) == (
+        second["sha256"], second["version"], second["evaluation"]["hitRateAt10"])
+    after = {o["Key"]: o["LastModified"] for o in s3[1].list_objects_v2(Bucket=BUCKET, Prefix=parse_s3_uri(output).prefix)["Contents"]}
+    assert after == before
 
 
 @pytest.mark.parametrize("text,rows", [
