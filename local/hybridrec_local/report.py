@@ -1,7 +1,8 @@
 """The demo report: a recorded timeline in, an HTML page with PNG plots out.
 
-:func:`write_report` writes ``index.html`` + PNGs + ``timeline.json``. The figures it shows come from
-:mod:`hybridrec_local.summary`; the data from :mod:`hybridrec_local.timeline`.
+:func:`write_report` writes ``index.html`` + PNGs + ``timeline.json`` (+ ``retraining.json``). The figures it shows
+come from :mod:`hybridrec_local.summary`; the data from :mod:`hybridrec_local.timeline`; the Retraining section from
+:mod:`hybridrec_local.report_retraining`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hybridrec_local.report_retraining import RETRAINING_FILE, RetrainingRecord, render_section
+from hybridrec_local.report_retraining import summary_line as retraining_line
 from hybridrec_local.summary import (
     clock,
     money,
@@ -223,6 +226,7 @@ ul.summary li{margin:.25em 0}
 <h2>p95 latency vs SLO</h2><img src="{{ plots.latency }}" alt="p95 latency against the SLO per model">
 <h2>Traffic</h2><img src="{{ plots.traffic }}" alt="offered and served requests per second">
 
+{{ retraining_html }}
 <h2>Decisions taken ({{ tl.decisions|length }})</h2>
 {% if tl.decisions %}<table><tr><th>sim time</th><th>real +s</th><th>model</th><th>trigger</th><th>decision</th></tr>
 {% for d in tl.decisions %}<tr><td>{{ clock(d.sim_hour) }}</td><td class="num">{{ "%.0f"|format(d.t) }}</td><td>{{ d.model }}</td><td>{{ d.trigger }}</td><td>{{ d.message }}</td></tr>{% endfor %}
@@ -238,9 +242,11 @@ ul.summary li{margin:.25em 0}
 """
 
 
-def render_html(timeline: Timeline, plots: dict[str, str]) -> str:
-    """The report page (autoescaped: model names and operator messages are data, not markup)."""
+def render_html(timeline: Timeline, plots: dict[str, str], retraining: RetrainingRecord | None = None) -> str:
+    """The report page (autoescaped: model names and operator messages are data, not markup); with ``retraining``,
+    its "Retraining" section."""
     from jinja2 import Environment
+    from markupsafe import Markup
 
     cur = timeline.currency
     hours = simulated_hours(timeline)
@@ -255,7 +261,7 @@ def render_html(timeline: Timeline, plots: dict[str, str]) -> str:
     env.globals["clock"] = clock
     return env.from_string(_TEMPLATE).render(
         tl=timeline,
-        summary=summary_lines(timeline),
+        summary=summary_lines(timeline) + ([retraining_line(retraining)] if retraining is not None else []),
         violations=placement_violations(timeline),
         spend={k: money(v, cur) for k, v in spend.items()},
         static={k: money(v, cur) for k, v in static.items()},
@@ -264,20 +270,25 @@ def render_html(timeline: Timeline, plots: dict[str, str]) -> str:
         budget=budget,
         plots=plots,
         timeline_file=TIMELINE_FILE,
+        # Rendered autoescaped by its own template; marked safe here so it is not escaped twice.
+        retraining_html=Markup(render_section(retraining, timeline.pools)) if retraining is not None else "",
     )
 
 
-def write_report(timeline: Timeline, out_dir: Path) -> Path:
-    """Write ``timeline.json``, the PNG plots and ``index.html`` into ``out_dir``; return the HTML path."""
+def write_report(timeline: Timeline, out_dir: Path, retraining: RetrainingRecord | None = None) -> Path:
+    """Write ``timeline.json`` (and ``retraining.json`` with ``retraining``), the PNG plots and ``index.html`` into
+    ``out_dir``; return the HTML path."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: the demo runs in terminals and CI
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / TIMELINE_FILE).write_text(timeline.to_json())
+    if retraining is not None:
+        (out_dir / RETRAINING_FILE).write_text(retraining.to_json())
     _plot_cost(timeline, out_dir / PLOTS["cost"])
     _plot_replicas(timeline, out_dir / PLOTS["replicas"])
     _plot_latency(timeline, out_dir / PLOTS["latency"])
     _plot_traffic(timeline, out_dir / PLOTS["traffic"])
     html = out_dir / HTML_FILE
-    html.write_text(render_html(timeline, dict(PLOTS)))
+    html.write_text(render_html(timeline, dict(PLOTS), retraining))
     return html

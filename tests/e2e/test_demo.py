@@ -1,12 +1,15 @@
 """``hybridrec demo run`` end to end, as a person runs it (the console script), on a shortened day.
 
-Real everything: the local control plane, moto_server, Prometheus, the operator with its cost controller, the pod
-runner and one model server per Running pod. Asserts the report exists with its plots, the restricted model never
-ran on a public pool, and ``hybridrec demo down`` (and Ctrl-C) leave no process behind.
+Real everything: the local control plane, moto_server, Prometheus, the operator with its cost controller and its
+retraining loop, the pod runner with one model server per Running pod and the trainer of the demo's one retraining
+run. Asserts the report exists with its plots, the restricted model never ran on a public pool, the retraining run
+was trained, gated and promoted and the servers run its version (the report's Retraining section shows it), and
+``hybridrec demo down`` (and Ctrl-C) leave no process behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,9 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.stack import aws_environment
 
 from hybridrec_local.localcluster import LocalCluster
 from hybridrec_local.report import PLOTS
+from hybridrec_local.report_retraining import RETRAINING_FILE, RetrainingRecord
 from hybridrec_local.summary import placement_violations
 from hybridrec_local.timeline import Timeline
 
@@ -105,6 +110,9 @@ def test_demo_runs_a_day_writes_the_report_and_cleans_up(tmp_path: Path) -> None
         assert tl.decisions, "no decision recorded"
         assert any(sum(s.models[m.name].cost_per_hour for m in tl.models) > 0 for s in tl.samples)
 
+        # One retraining of one model, for real: trained, evaluated, gated, promoted automatically, served.
+        _check_retraining(out, proc.stdout, html, tl)
+
         # --keep is the default: everything still runs until `demo down`.
         state = json.loads((workdir / "cluster" / "state.json").read_text())
         names = {p["name"] for p in state["processes"]}
@@ -119,6 +127,42 @@ def test_demo_runs_a_day_writes_the_report_and_cleans_up(tmp_path: Path) -> None
         time.sleep(0.5)
     assert _processes_mentioning(str(workdir)) == []
     assert _down(workdir).stdout.strip() == "nothing was running"
+
+
+def _check_retraining(out: Path, stdout: str, html: str, tl: Timeline) -> None:
+    """The report's Retraining section: a promoted run, its numbers as the cluster and the servers reported them."""
+    from hybridrec_server.artifacts import s3_client
+
+    rec = RetrainingRecord.from_json((out / RETRAINING_FILE).read_text())
+    assert rec.phase == "Promoted", f"{rec.phase}: {rec.message}; phases {rec.phases}"
+    assert "<h2>Retraining</h2>" in html and "Retraining of trending: run trending-retrain" in html
+    assert rec.new is not None and rec.serving is not None and rec.popularity is not None
+    assert all(0 < s.hr10 <= 1 and 0 < s.ndcg10 <= 1 for s in (rec.new, rec.serving, rec.popularity))
+    # The gate's verdict follows from the scores: better than the serving version by minImprovement and than popularity.
+    assert rec.gate_passed and rec.gate_reason == "GatePassed"
+    assert rec.new.hr10 >= rec.serving.hr10 + rec.gate["minImprovement"] and rec.new.hr10 > rec.popularity.hr10
+    # Promoted from the version the demo deployed to the run's, which every server of the model now runs.
+    assert re.fullmatch(r"[0-9a-f]{64}", rec.new_sha256) and rec.new_sha256 != rec.previous_sha256
+    assert rec.served_sha256 and set(rec.served_sha256) == {rec.new_sha256}
+    assert rec.answered_version == rec.new_version == rec.run and rec.promoted_at
+    # That sha256 is the manifest the trainer wrote to the demo's S3 store (its URL is in the demo's output).
+    s3_url = re.search(r"moto_server\) \([\d.]+ s\) (http://127\.0\.0\.1:\d+)", stdout)
+    assert s3_url, stdout[:3000]
+    bucket, _, prefix = rec.new_uri.removeprefix("s3://").partition("/")
+    with aws_environment():
+        manifest = s3_client(s3_url[1]).get_object(Bucket=bucket, Key=f"{prefix}manifest.json")["Body"].read()
+    assert hashlib.sha256(manifest).hexdigest() == rec.new_sha256
+    # Placed by the one rule and priced by its pool: public data, any pool; cost = measured GPU-hours x price.
+    pool = tl.pool(rec.pool)
+    assert pool is not None and rec.sensitivity == "public"
+    assert rec.duration_s is not None and rec.duration_s > 0 and rec.gpu_hours > 0
+    assert rec.cost == pytest.approx(rec.gpu_hours * pool.price_per_gpu_hour, rel=1e-3, abs=1e-6)
+    # The measured spend is summed into the model's lifecycle cost, so its ROI fell.
+    assert rec.training_measured is not None and rec.training_measured >= rec.cost > 0
+    assert rec.roi_before is not None and rec.roi_after is not None and rec.roi_after < rec.roi_before
+    for text in (f"{rec.new.hr10:.4f}", f"{rec.serving.hr10:.4f}", f"{rec.popularity.hr10:.4f}", rec.previous_sha256,
+                 rec.new_sha256, f"{rec.cost:.6f}", f"{rec.roi_after:.7f}", rec.pool):
+        assert text in html, text
 
 
 def _terminal_signals() -> None:

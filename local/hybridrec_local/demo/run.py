@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hybridrec_local.demo import retraining as rt
 from hybridrec_local.demo.errors import DemoError, Terminated
 from hybridrec_local.demo.files import DEFAULT_OUTPUT, DEFAULT_WORKDIR, MODELS_FILE, POOLS_FILE, SCENARIO_FILE
 from hybridrec_local.demo.live import render_live, status_line
@@ -36,6 +37,7 @@ from hybridrec_local.demo.steps import Steps
 from hybridrec_local.demo.training import Training
 from hybridrec_local.loadgen import OpenLoopLoad, Stream, read_servers
 from hybridrec_local.localcluster import LocalCluster
+from hybridrec_local.report_retraining import RetrainingRecord
 from hybridrec_local.summary import clock, summary_lines
 from hybridrec_local.timeline import FlashSale, Timeline
 
@@ -61,6 +63,14 @@ EXPLAIN = {
         "provisions ahead by the pools' start-up time, so the extra replicas are serving when the sale starts. When "
         "private capacity runs out, homepage-recs bursts to aws-spot-l4 (public spot: the cheapest public GPU), "
         "while account-recs stays private."
+    ),
+    "retraining": (
+        "Retraining: when the day starts (04:00, the quietest hour) the demo asks for one retraining of "
+        "[green]trending[/green] (a RecModelTrainingRun; its nightly schedule is suspended so only this run trains). "
+        "The operator places the run's Job on a pool its [green]public[/green] data may use, cheapest first; the pod "
+        "runner runs the trainer for real on MovieLens 100K ({epochs} epochs; the serving version had {serving}); the "
+        "operator gates the new version against the serving one and the popularity baseline (HR@10) and, as it is "
+        "better, rolls it out make-before-break. The report shows the run, its measured cost and its promotion."
     ),
 }
 
@@ -101,6 +111,8 @@ class Demo:
         self.artifacts: dict[str, Artifact] = {}
         self.timeline: Timeline | None = None
         self.load: OpenLoopLoad | None = None
+        self.retraining: rt.Retraining | None = None  # None: this demo runs no retraining (record.skipped says why)
+        self.retraining_record = RetrainingRecord(model=rt.MODEL, namespace="default")
 
     @property
     def cluster(self) -> LocalCluster:
@@ -155,6 +167,8 @@ class Demo:
         self._step_apply()
         c.print(EXPLAIN["models"])
         self._step_first_replicas()
+        if self.retraining is not None:
+            c.print(EXPLAIN["retraining"].format(epochs=self.retraining_record.epochs, serving=self.opts.epochs))
         sale = self.scenario.sale
         if sale is not None:
             c.print(EXPLAIN["sale"].format(window=f"{clock(sale.start_hour)}-{clock(sale.end_hour)}",
@@ -168,6 +182,7 @@ class Demo:
         c.print(f"[dim]{sc.seconds_per_sim_hour:.1f} real seconds are one simulated hour, so the controller's time "
                 f"constants are shortened to match: {', '.join(settings)}.[/dim]")
         self._traffic()
+        self._step_retraining_outcome()
         return self._finish()
 
     # ---- models --------------------------------------------------------------------------------------------
@@ -203,16 +218,44 @@ class Demo:
                 self.artifacts[arch] = Artifact(uri=uri, sha256=sha, architecture=arch, version=str(version)[:63], metrics=metrics)
             h.note(f"{training.seconds:.0f} s in the background while the services started; pushed to "
                    + ", ".join(a.uri for a in self.artifacts.values()))
+        self._prepare_retraining()
+
+    def _prepare_retraining(self) -> None:
+        """Put the run's input (MovieLens 100K) in S3 when the served models were trained on it; else say why not."""
+        from hybridrec_server.data import DatasetNotFoundError
+
+        record = self.retraining_record
+        record.serving_epochs = self.opts.epochs
+        if not self.opts.train:
+            record.skipped = "--no-train: the demo served small random-initialised models and trains nothing"
+            return
+        model = next((d for d in docs(MODELS_FILE) if d.get("metadata", {}).get("name") == rt.MODEL), None)
+        if model is None:
+            record.skipped = f"{MODELS_FILE} has no {rt.MODEL} model"
+            return
+        record.namespace = model["metadata"].get("namespace", "default")
+        retraining = rt.Retraining(self.cluster, record.namespace, record, self.stack.ready_servers)
+        try:
+            retraining.upload_data(self.stack.services.s3_url, ARTIFACT_BUCKET)
+        except DatasetNotFoundError as exc:
+            record.skipped = f"MovieLens 100K is not installed ({exc})"
+            return
+        record.run = rt.run_name()
+        record.epochs = rt.retrain_epochs(self.opts.epochs)
+        self.retraining = retraining
 
     def _step_apply(self) -> None:
         title = "Applying 4 ComputePools and 3 RecModelDeployments"
         with self.steps.step(title, "the CRDs refuse invalid objects; the message above says which field") as h:
             pools = render_pools(docs(POOLS_FILE), self.scenario)
             models = render_models(docs(MODELS_FILE), self.scenario, self.artifacts)
+            if self.retraining is not None:
+                models = rt.with_training(models, rt.MODEL, rt.training_spec(ARTIFACT_BUCKET, rt.MODEL,
+                                                                             self.retraining_record.epochs))
             self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(pools))
             self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(models))
             self.timeline = Timeline(
-                started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 real_seconds=self.scenario.real_seconds, start_hour=self.scenario.start_hour, currency="USD",
                 pools=pool_infos(pools), models=model_infos(models),
                 sale=FlashSale(self.scenario.sale.model, self.scenario.sale.start_hour, self.scenario.sale.end_hour,
@@ -277,13 +320,15 @@ class Demo:
         pods = self.cluster.api_get(f"/api/v1/pods?labelSelector={sel}")["items"]
         events = self.cluster.api_get("/api/v1/events?fieldSelector="
                                       + urllib.parse.quote("involvedObject.kind=RecModelDeployment"))["items"]
-        window = f"{max(10, int(4 * 2))}s"
+        window = f"{max(10, 4 * 2)}s"
         p95 = prom_vector(self._query(client, PROM_P95.format(w=window)), ("namespace", "model"))
         cost = prom_vector(self._query(client, PROM_COST), ("namespace", "model", "pool"))
         # Served rate over about half a simulated hour: short enough to follow the curve, long enough to be smooth.
         load = load_snapshot(self.load, sc, window_s=min(5.0, max(2.0, 0.5 * sc.seconds_per_sim_hour)))
         self.timeline.samples.append(build_sample(t, sim, self.timeline.models, rmds, pods, p95, cost, load))
         self.timeline.decisions.extend(new_decisions(t, sim, rmds, events, seen))
+        if self.retraining is not None:
+            self.retraining.observe(t, sim)
 
     def _traffic(self) -> None:
         import httpx
@@ -292,12 +337,16 @@ class Demo:
         assert self.timeline is not None
         sc = self.scenario
         c = self.console
-        traffic_start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+        traffic_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
         self._declare_sale(traffic_start)
         self.load = self._load()
-        time.sleep(max(0.0, (traffic_start - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+        time.sleep(max(0.0, (traffic_start - dt.datetime.now(dt.UTC)).total_seconds()))
         c.rule(f"[bold]One simulated day in {sc.real_seconds:.0f} s[/bold]")
         self.load.start()
+        if self.retraining is not None:
+            self.retraining.start(sc.start_hour)
+            c.print(f"Retraining: created RecModelTrainingRun {self.retraining_record.namespace}/{self.retraining.name} "
+                    f"(trigger manual) at simulated {clock(sc.start_hour)}.", highlight=False)
         seen: set[str] = set()
         live_mode = self.opts.live if self.opts.live is not None else c.is_terminal
         step = "playing the day of traffic"
@@ -330,6 +379,45 @@ class Demo:
                     break
                 time.sleep(max(0.0, sc.sample_seconds - (time.monotonic() - tick)))
 
+    # ---- retraining ----------------------------------------------------------------------------------------
+    def _step_retraining_outcome(self) -> None:
+        """Wait for the run's outcome and, once promoted, for every server of the model to run the new version.
+
+        Not a reason to stop the demo: a run the gate refused, that failed or did not finish in time is reported as
+        such (the serving version kept serving)."""
+        retraining = self.retraining
+        if retraining is None:
+            return
+        title = f"Waiting for the retraining run {retraining.name} to be gated and promoted"
+        logs = self.stack.services.runner_dir / "logs"
+        alive = self.stack.all_alive(title)
+        with self.steps.step(title, f"the trainer's output is in {logs}; the operator's in {self.workdir / 'logs'}") as h:
+            # The simulated clock runs on past the day while the demo waits: phases seen now are stamped after it.
+            t0, since = (self.load.elapsed_s if self.load is not None else 0.0), time.monotonic()
+            deadline = since + 240
+            phase = ""
+            while time.monotonic() < deadline:
+                alive()
+                t = t0 + time.monotonic() - since
+                phase = retraining.observe(t, self.scenario.sim_hour(t))
+                h.note(f"phase {phase or '?'}")
+                if phase in rt.FINISHED:
+                    break
+                time.sleep(1.0)
+            if phase != "Promoted":
+                self.console.print(f"[yellow]The retraining run ended {phase or 'unobserved'}; the serving version "
+                                   "kept serving (the report says why).[/yellow]")
+                return
+            new = (retraining.run_object().get("status") or {}).get("artifact", {}).get("sha256", "")
+            served: list[str] = []
+            while time.monotonic() < deadline + 60:
+                served = retraining.served_shas()
+                if served and set(served) == {new}:
+                    break
+                time.sleep(1.0)
+            h.note(f"Promoted; {len(served)} server(s) answer with manifest sha256 {new[:12]}"
+                   if served and set(served) == {new} else f"Promoted, but the servers report {served}")
+
     # ---- the end -------------------------------------------------------------------------------------------
     def _finish(self) -> Path:
         from hybridrec_local.report import write_report
@@ -345,11 +433,20 @@ class Demo:
                 self.timeline.notes.append(
                     f"{arch} trained on MovieLens 100K: HR@10 {art.metrics.get('hr@10', 0):.3f} vs popularity "
                     f"{art.metrics.get('popularity_hr@10', 0):.3f}; served from {art.uri}.")
+        retraining = self.retraining_record
+        if self.retraining is not None:
+            try:
+                retraining = self.retraining.collect()
+            except (OSError, ValueError, KeyError) as exc:  # the report still shows what was seen during the day
+                self.timeline.notes.append(f"The retraining run could not be read at the end: {exc}")
         out = self.opts.output.expanduser().resolve()
-        report = write_report(self.timeline, out)
+        report = write_report(self.timeline, out, retraining)
         c.rule("[bold]What happened[/bold]")
         for line in summary_lines(self.timeline):
             c.print(f"  • {line}")
+        from hybridrec_local.report_retraining import summary_line
+
+        c.print(f"  • {summary_line(retraining)}", highlight=False)
         c.print("\n[bold]kubectl get rmd -A[/bold]")
         c.print(self.timeline.kubectl_get_rmd, markup=False, highlight=False)
         c.print(f"\n[bold green]Report:[/bold green] {report}  (open it in a browser; plots and timeline.json next to it)")

@@ -249,6 +249,11 @@ class DemoStack:
                        env={**self.cluster.env(), **operator_env,
                             "HYBRIDREC_PROMETHEUS_URL": self.services.prometheus_url,
                             "HYBRIDREC_CONTROL_INTERVAL_SECONDS": f"{control_interval_s:g}",
+                            # Retraining passes every 2 s (a run or Job change wakes one at once anyway): the demo's
+                            # run is seen rolled out and baked within its compressed day, not 30 s later.
+                            "HYBRIDREC_TRAINING_INTERVAL_SECONDS": "2",
+                            # Training pods reach the demo's S3 store as a real cluster's reach theirs.
+                            "HYBRIDREC_TRAINING_S3_ENDPOINT": self.services.s3_url,
                             "AWS_ENDPOINT_URL": self.services.s3_url})
             self.steps.wait(title, f"operator metrics on {self.services.operator_metrics}",
                             lambda: http_ok(f"http://{self.services.operator_metrics}/metrics"), 90,
