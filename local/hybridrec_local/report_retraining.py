@@ -151,13 +151,15 @@ def placement_reason(record: RetrainingRecord, pools: list[PoolInfo]) -> str:
     parts = [f"{record.sensitivity} data may train on {len(admitted)} of {len(options)} pools"]
     if refused:
         parts.append("not on " + ", ".join(f"{o.name} ({o.reason})" for o in refused))
-    cheaper = [o.name for o in admitted if o.price < chosen.price]
+    cheaper = [o for o in admitted if o.price < chosen.price]
     if not cheaper:
         parts.append(f"{chosen.name} is the cheapest of them at {chosen.price:g} {chosen.currency}/GPU-hour")
     else:
-        parts.append(f"{chosen.name} at {chosen.price:g} {chosen.currency}/GPU-hour; the cheaper "
-                     f"{', '.join(cheaper)} had no free GPU when the run was placed (the operator takes the cheapest "
-                     "admissible pool with room)")
+        # The operator takes the cheapest admissible pool with room, spot priced with its expected reclaim cost.
+        why = [f"{o.name} ({o.price:g}) had no free GPU" + (" or cost more with its expected reclaim cost"
+                                                             if o.capacity_type == "spot" else "") for o in cheaper]
+        parts.append(f"{chosen.name} at {chosen.price:g} {chosen.currency}/GPU-hour, as the cheaper "
+                     + ", ".join(why) + " when the run was placed")
     return "; ".join(parts)
 
 
@@ -213,10 +215,13 @@ container, the operator read the evaluation from the pod's termination message, 
 <table>
 <tr><th>from</th><td><code>{{ r.previous_sha256 }}</code> ({{ r.previous_version }})</td></tr>
 <tr><th>to</th><td><code>{{ r.new_sha256 }}</code> ({{ r.new_version }}, {{ r.new_uri }})</td></tr>
-<tr><th>when</th><td>{% if r.promoted_at %}{{ r.promoted_at }}{% else %}not promoted{% endif %}{% if r.promoted_sim_hour is not none %} (simulated {{ clock(r.promoted_sim_hour) }}){% endif %}</td></tr>
+<tr><th>when</th><td>{% if r.promoted_at %}{{ r.promoted_at }}{% else %}not promoted{% endif %}{% if r.promoted_sim_hour is not none %}
+({% if r.created_sim_hour is not none and r.promoted_sim_hour >= r.created_sim_hour + 24 %}after the simulated day{% else %}simulated {{ clock(r.promoted_sim_hour) }}{% endif %}){% endif %}</td></tr>
 <tr><th>servers afterwards</th><td>{% if r.served_sha256 %}{% for s in r.served_sha256 %}<code>{{ s }}</code> {% endfor %}{% else %}none ready{% endif %}{% if r.answered_version %}; /v1/recommend answered with version {{ r.answered_version }}{% endif %}</td></tr>
 </table>{% endif %}
-{% if r.phases %}<p>Phases seen: {% for p in r.phases %}{{ p.phase }} at {{ clock(p.sim_hour) }} (+{{ "%.0f"|format(p.t) }} s){{ ", " if not loop.last }}{% endfor %}.</p>{% endif %}
+{% if r.phases %}<p>Phases seen (simulated time, real seconds since the day started): {% for p in r.phases %}{{ p.phase }} at
+{% if r.created_sim_hour is not none and p.sim_hour >= r.created_sim_hour + 24 %}the end of the day{% else %}{{ clock(p.sim_hour) }}{% endif %}
+(+{{ "%.0f"|format(p.t) }} s){{ ", " if not loop.last }}{% endfor %}.</p>{% endif %}
 {% if roi_before is not none and roi_after is not none %}<h3>Training spend and ROI</h3>
 <table><tr><th></th><th>training</th><th>lifecycle ROI</th></tr>
 <tr><td>first version only (economics.training)</td><td class="num">{{ "%.6f"|format(r.training_first) }} {{ r.currency }}</td><td class="num">{{ "%.7f"|format(roi_before) }}</td></tr>

@@ -106,7 +106,9 @@ def test_placement_reason_lists_the_pools_the_class_may_use_by_the_one_rule() ->
     refused = {o.name: o.reason for o in pool_options(r, _pools()) if not o.admitted}
     assert refused["aws-spot-l4"] and refused["onprem-t4"] == "pool does not allow restricted data"
     r.sensitivity, r.pool = "public", "onprem-a100"  # the cheaper onprem-t4 was full
-    assert "onprem-t4 had no free GPU" in placement_reason(r, _pools())
+    assert "onprem-t4 (0.35) had no free GPU when" in placement_reason(r, _pools())
+    r.pool = "gcp-ondemand-a100"
+    assert "aws-spot-l4 (1.2) had no free GPU or cost more with its expected reclaim cost" in placement_reason(r, _pools())
 
 
 def test_the_section_shows_the_numbers_and_escapes_the_operators_messages() -> None:
@@ -117,6 +119,13 @@ def test_the_section_shows_the_numbers_and_escapes_the_operators_messages() -> N
         assert text in html, text
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "promoted" in summary_line(r) and NEW_SHA[:12] in summary_line(r)
+    r.created_sim_hour = 4.0
+    r.note_phase("Running", 1.0, 4.4)
+    r.note_phase("Running", 3.0, 5.2)  # the same phase again is not a new entry
+    r.note_phase("Promoting", 70.0, 29.0)  # after the simulated day
+    html = render_section(r, _pools())
+    assert [p.phase for p in r.phases] == ["Running", "Promoting"] and r.promoted_sim_hour == 29.0
+    assert "Running at\n04:24" in html and "Promoting at\nthe end of the day" in html and "after the simulated day" in html
     skipped = RetrainingRecord(model="trending", namespace="default", skipped="--no-train")
     assert "No retraining run" in render_section(skipped, _pools())
 
