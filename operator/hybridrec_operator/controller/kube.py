@@ -44,6 +44,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Service"): Kind("/api/v1", "services", True),
     ("policy/v1", "PodDisruptionBudget"): Kind("/apis/policy/v1", "poddisruptionbudgets", True),
     ("networking.k8s.io/v1", "NetworkPolicy"): Kind("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    ("resource.k8s.io/v1", "ResourceClaimTemplate"): Kind("/apis/resource.k8s.io/v1", "resourceclaimtemplates", True),
     ("v1", "Event"): Kind("/api/v1", "events", True),
     ("v1", "Pod"): Kind("/api/v1", "pods", True),
     ("hybridrec.io/v1alpha1", "RecModelDeployment"): Kind("/apis/hybridrec.io/v1alpha1", "recmodeldeployments", True),
