@@ -5,7 +5,9 @@ Every other layer (placement, render's required affinity, the admission policy) 
 checks what is bound *now*, so a node relabelled from private to public under a running pod (finding 3) or a pool
 whose nodeSelector picks public nodes (finding 4) is caught as soon as the watch shows it.
 
-* Node, pod and pool events ``poke`` the guard; one coroutine runs the check, so a burst of events costs one pass over
+* Node, pod and pool events, and a model's ``spec.dataSensitivity`` changing, ``poke`` the guard (pods are indexed
+  when hybridrec created them, ask for a GPU, or carry ``hybridrec.io/model``: a user's look-alike pod receives the
+  model's traffic too); one coroutine runs the check, so a burst of events costs one pass over
   the indexes (no API reads). It also runs every ``resync_seconds`` and when this replica takes the lease.
 * Only the leader acts. On a violation it deletes the pod at once (grace period 0, uid precondition) when hybridrec
   created it (``core.sensitivity.created_by_hybridrec``: our labels and owner chain); the Deployment's replacement
@@ -76,6 +78,7 @@ class PlacementGuard:
     # (namespace, pod, node) -> what was done: an Outcome. One count and one event per pod; a failed delete is retried.
     acted: dict[tuple[str, str, str], Outcome] = field(default_factory=dict)
     node_tenancy: dict[str, str | None] = field(default_factory=dict)  # what node events last showed
+    model_sensitivity: dict[str, str] = field(default_factory=dict)  # namespace/name -> spec.dataSensitivity seen
     unknown_since: dict[tuple[str, str, str], float] = field(default_factory=dict)  # violations on unindexed nodes
     checks: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -95,6 +98,20 @@ class PlacementGuard:
         else:
             self.node_tenancy[name] = tenancy
         self.poke(f"node {name}")
+
+    def on_model(self, type_: str | None, body: Mapping[str, Any], namespace: str, name: str) -> None:
+        """A model appeared, went or changed its spec.dataSensitivity: its pods (ours, or a user's that carry its
+        label) may have become sensitive without any pod or node event. Status writes and other spec edits are
+        ignored (no pass per event)."""
+        key = f"{namespace}/{name}"
+        sensitivity = "" if type_ == "DELETED" else str((body.get("spec") or {}).get("dataSensitivity", ""))
+        if type_ == "DELETED":
+            self.model_sensitivity.pop(key, None)
+        elif self.model_sensitivity.get(key) == sensitivity:
+            return
+        else:
+            self.model_sensitivity[key] = sensitivity
+        self.poke(f"model {key}")  # raised: its pods may violate now; lowered or gone: a violation may be resolved
 
     def on_pod(self, type_: str | None, body: Mapping[str, Any], labels: Mapping[str, str]) -> None:
         """A model's pod was bound, changed or went (a deletion may resolve a violation)."""

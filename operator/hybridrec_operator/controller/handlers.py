@@ -48,7 +48,10 @@ def hybridrec_nodes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
 
 
 def _gpu_or_hybridrec_pod(body: kopf.Body, labels: Mapping[str, str], spec: Mapping[str, Any], **_: Any) -> bool:
-    return labels.get("app.kubernetes.io/managed-by") == "hybridrec" or requests_accelerators(spec)
+    # A pod naming a model (hybridrec.io/model) is indexed even when hybridrec did not create it and it asks for no
+    # GPU: the model's Service sends it traffic, so the placement guard must see it on a node that is not private.
+    return (labels.get("app.kubernetes.io/managed-by") == "hybridrec" or MODEL_LABEL in labels
+            or requests_accelerators(spec))
 
 
 @kopf.index("v1", "pods", when=_gpu_or_hybridrec_pod)
@@ -169,6 +172,8 @@ def _running(memo: kopf.Memo) -> app.Operator | None:
 async def rmd_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
     if op := _running(memo):
         events.on_rmd(op.runtime, type, body, namespace, name)
+        if op.guard is not None:  # a model raised to confidential/restricted makes its pods sensitive at once
+            op.guard.on_model(type, body, namespace, name)
 
 
 @kopf.on.event(GROUP_VERSION, "computepools")

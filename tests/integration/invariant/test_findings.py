@@ -6,7 +6,8 @@
 4. A `private` pool whose nodeSelector picks public nodes, at price 0: TenancyMismatch naming them, no capacity,
    no restricted pod ever bound to a public node, and the healthy models' running pods stay where they are.
 
-And the guard never deletes a pod hybridrec did not create, even one labelled as a restricted model's.
+And the guard never deletes a pod hybridrec did not create, even one labelled as a restricted model's; it sees such a
+pod even when it asks for no GPU, and as soon as its model is raised to restricted (no pod or node event needed).
 """
 
 from __future__ import annotations
@@ -167,3 +168,37 @@ def test_a_users_pod_claiming_a_restricted_model_is_reported_never_deleted(
     # Relabelled back: no violation remains.
     wait_for(lambda: kube.condition(kube.get("rmd", "account-recs", namespace), VIOLATION).get("status") == "False",
              15, f"{VIOLATION} back to False")
+
+
+def test_a_model_raised_to_restricted_over_a_users_pod_on_a_public_node_is_reported(
+        operator: OperatorProcess, kube: Kube, namespace: str) -> None:
+    """A pod carrying a public model's labels (so the model's Service sends it traffic), created by someone else on a
+    public node and asking for no GPU; the model is then raised to restricted. Nothing about the pod or its node
+    changes, yet the model must say at once that its data class now runs there (the pod is left alone), and say it
+    is resolved once the pod goes."""
+    kube.apply(sample_models(namespace, "trending"))
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "lookalike", "namespace": namespace,
+                        "labels": {"app.kubernetes.io/name": "hybridrec-server", "hybridrec.io/model": "trending",
+                                   "hybridrec.io/sensitivity": "public"}},
+           "spec": {"nodeSelector": {"hybridrec.io/pool": "aws-spot-l4"}, "tolerations": [{"operator": "Exists"}],
+                    "containers": [{"name": "c", "image": "registry.example/lookalike:1"}]}}
+    kube.apply([pod])
+    live = wait_for(lambda: (p := kube.get("pod", "lookalike", namespace)) and (p.get("status") or {}).get("phase") == "Running"
+                    and p, 60, "the look-alike pod running")
+    assert node_tenancy(kube)[live["spec"]["nodeName"]] == "public"
+    kube("patch", "rmd", "trending", "-n", namespace, "--type=merge", "-p", '{"spec":{"dataSensitivity":"restricted"}}')
+
+    def reported() -> dict[str, Any] | None:
+        cond = kube.condition(kube.get("rmd", "trending", namespace), VIOLATION)
+        return cond if cond.get("status") == "True" else None
+
+    cond = wait_for(reported, 15, f"{VIOLATION}=True on trending")
+    assert "lookalike" in cond["message"] and live["spec"]["nodeName"] in cond["message"] and "left alone" in cond["message"]
+    assert wait_for(lambda: [e for e in events(kube, namespace, VIOLATION) if "lookalike" in e["message"]], 10,
+                    "its event")[0]["type"] == "Warning"
+    now = kube.get("pod", "lookalike", namespace)
+    assert now["metadata"]["uid"] == live["metadata"]["uid"] and not now["metadata"].get("deletionTimestamp")
+    kube("delete", "pod", "lookalike", "-n", namespace, "--grace-period=0", "--force")
+    wait_for(lambda: kube.condition(kube.get("rmd", "trending", namespace), VIOLATION).get("status") == "False", 15,
+             f"{VIOLATION} back to False once the pod is gone")

@@ -130,6 +130,25 @@ def test_pod_events_wake_the_guard_when_a_model_pod_is_bound_or_gone() -> None:
     assert asyncio.run(scenario()) == [False, True, True, False]
 
 
+def test_model_events_wake_the_guard_only_when_its_data_class_changes() -> None:
+    """A model raised to restricted makes pods already bound (a user's carrying its label included) sensitive with
+    no pod or node event; status writes and other edits must not cost a pass each."""
+    def rmd(sensitivity: str, replicas: int = 1) -> dict[str, Any]:
+        return {"spec": {"dataSensitivity": sensitivity, "replicas": replicas}, "status": {"replicas": replicas}}
+
+    async def scenario() -> list[set[str]]:
+        guard = _guard()
+        woken = []
+        for type_, body in ((None, rmd("public")), ("MODIFIED", rmd("public", 3)), ("MODIFIED", rmd("restricted")),
+                            ("MODIFIED", rmd("restricted", 2)), ("MODIFIED", rmd("internal")), ("DELETED", rmd("internal"))):
+            guard.reasons.clear()
+            guard.on_model(type_, body, "ns", "m")
+            woken.append(set(guard.reasons))
+        return woken
+
+    assert asyncio.run(scenario()) == [{"model ns/m"}, set(), {"model ns/m"}, set(), {"model ns/m"}, {"model ns/m"}]
+
+
 class _Recording(PlacementGuard):
     """The guard's own loop, with the pass itself recorded instead of run (it needs the API server)."""
 
