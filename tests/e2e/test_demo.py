@@ -84,6 +84,8 @@ def test_demo_runs_a_day_writes_the_report_and_cleans_up(tmp_path: Path) -> None
         took = time.monotonic() - started
         assert proc.returncode == 0, f"demo failed after {took:.0f}s:\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
         print(f"demo run took {took:.0f}s")
+        # How long the retraining outlasted the day (CI logs; the demo's other output is only shown on failure).
+        print(*(line for line in proc.stdout.splitlines() if "Waiting for the retraining run" in line))
 
         # The report: HTML that references PNGs that exist, and the timeline it was drawn from.
         html = (out / "index.html").read_text()

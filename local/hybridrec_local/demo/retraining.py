@@ -1,7 +1,7 @@
 """One retraining of one sample model during the demo: train -> evaluate -> gate -> promote -> serve, for real.
 
 The demo gives ``trending`` (public data, with lifecycle economics, so the training spend shows in its ROI) a
-``spec.training`` and, when the simulated day starts (04:00, the quietest hour), creates a ``RecModelTrainingRun``
+``spec.training`` and, when the simulated day starts (04:00, the quietest hour, in the sample scenario), creates a ``RecModelTrainingRun``
 by hand, as a person can (the schedule is suspended so no run of its own joins in). From there everything is the
 operator's and the cluster's: the run's Job is placed on a pool its data class may use, cheapest first; the pod
 runner runs the project's trainer (``python -m hybridrec_server.training_job``) as the pod's container on this
@@ -25,6 +25,7 @@ from typing import Any
 
 from hybridrec_local.localcluster import LocalCluster
 from hybridrec_local.report_retraining import RetrainingRecord, Scores
+from hybridrec_local.summary import clock
 
 MODEL = "trending"  # public data (may train anywhere, cheapest first) with spec.economics (its ROI shows the spend)
 DATA_KEY = "data/movielens-100k.inter"
@@ -180,7 +181,7 @@ class Retraining:
         self.cluster.kubectl("create", "-f", "-", input=json.dumps(run_manifest(self.name, self.namespace, MODEL)))
         self.record.created_sim_hour = sim_hour
         self.record.trigger = (f"The demo created {self.name} by hand (a RecModelTrainingRun, trigger manual) when the "
-                               f"simulated day started at {sim_hour % 24:02.0f}:00, the quietest hour.")
+                               f"simulated day started ({clock(sim_hour)}).")
         self.record.note_phase("Created", 0.0, sim_hour)
 
     def run_object(self) -> dict[str, Any]:

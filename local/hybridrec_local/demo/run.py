@@ -65,11 +65,11 @@ EXPLAIN = {
         "while account-recs stays private."
     ),
     "retraining": (
-        "Retraining: when the day starts (04:00, the quietest hour) the demo asks for one retraining of "
+        "Retraining: when the day starts ({start}) the demo asks for one retraining of "
         "[green]trending[/green] (a RecModelTrainingRun; its nightly schedule is suspended so only this run trains). "
         "The operator places the run's Job on a pool its [green]public[/green] data may use, cheapest first; the pod "
         "runner runs the trainer for real on MovieLens 100K ({epochs} epochs; the serving version had {serving}); the "
-        "operator gates the new version against the serving one and the popularity baseline (HR@10) and, as it is "
+        "operator gates the new version against the serving one and the popularity baseline (HR@10) and, if it is "
         "better, rolls it out make-before-break. The report shows the run, its measured cost and its promotion."
     ),
 }
@@ -168,7 +168,8 @@ class Demo:
         c.print(EXPLAIN["models"])
         self._step_first_replicas()
         if self.retraining is not None:
-            c.print(EXPLAIN["retraining"].format(epochs=self.retraining_record.epochs, serving=self.opts.epochs))
+            c.print(EXPLAIN["retraining"].format(start=clock(self.scenario.start_hour), epochs=self.retraining_record.epochs,
+                                                 serving=self.opts.epochs))
         sale = self.scenario.sale
         if sale is not None:
             c.print(EXPLAIN["sale"].format(window=f"{clock(sale.start_hour)}-{clock(sale.end_hour)}",
