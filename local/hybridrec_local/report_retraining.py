@@ -84,6 +84,7 @@ class RetrainingRecord:
     served_sha256: list[str] = field(default_factory=list)  # what each ready server of the model reported afterwards
     answered_version: str = ""  # the version a /v1/recommend answer named afterwards
     phases: list[PhaseSeen] = field(default_factory=list)
+    economics_currency: str = ""  # spec.economics.currency: the ROI's (runs priced in another one are left out)
     training_first: float | None = None  # economics.training (typed by the user: the first version)
     training_measured: float | None = None  # status.trainingSpend.cost[currency]: every run's measured cost
     roi_before: float | None = None  # core/costing's lifecycle ROI with economics.training only
@@ -224,8 +225,8 @@ container, the operator read the evaluation from the pod's termination message, 
 (+{{ "%.0f"|format(p.t) }} s){{ ", " if not loop.last }}{% endfor %}.</p>{% endif %}
 {% if roi_before is not none and roi_after is not none %}<h3>Training spend and ROI</h3>
 <table><tr><th></th><th>training</th><th>lifecycle ROI</th></tr>
-<tr><td>first version only (economics.training)</td><td class="num">{{ "%.6f"|format(r.training_first) }} {{ r.currency }}</td><td class="num">{{ "%.7f"|format(roi_before) }}</td></tr>
-<tr><td>+ measured retraining (status.trainingSpend)</td><td class="num">{{ "%.6f"|format(r.training_first + (r.training_measured or 0)) }} {{ r.currency }}</td><td class="num">{{ "%.7f"|format(roi_after) }}</td></tr>
+<tr><td>first version only (economics.training)</td><td class="num">{{ "%.6f"|format(r.training_first) }} {{ r.economics_currency }}</td><td class="num">{{ "%.7f"|format(roi_before) }}</td></tr>
+<tr><td>+ measured retraining (status.trainingSpend)</td><td class="num">{{ "%.6f"|format(r.training_first + (r.training_measured or 0)) }} {{ r.economics_currency }}</td><td class="num">{{ "%.7f"|format(roi_after) }}</td></tr>
 </table>
 <p>The retraining spend moved the ROI by {{ "%+.7f"|format(roi_after - roi_before) }} (benefit / (training + deployment + maintenance)).</p>{% endif %}
 {% if options %}<h3>Where the run's data class may train</h3>

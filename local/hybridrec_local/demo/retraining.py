@@ -1,8 +1,8 @@
 """One retraining of one sample model during the demo: train -> evaluate -> gate -> promote -> serve, for real.
 
 The demo gives ``trending`` (public data, with lifecycle economics, so the training spend shows in its ROI) a
-``spec.training`` and, when the simulated day starts (04:00, the quietest hour, in the sample scenario), creates a ``RecModelTrainingRun``
-by hand, as a person can (the schedule is suspended so no run of its own joins in). From there everything is the
+``spec.training`` and, as the models are deployed (just before the simulated day starts), creates a
+``RecModelTrainingRun`` by hand, as a person can (the schedule is suspended so no run of its own joins in). From there everything is the
 operator's and the cluster's: the run's Job is placed on a pool its data class may use, cheapest first; the pod
 runner runs the project's trainer (``python -m hybridrec_server.training_job``) as the pod's container on this
 machine, on MovieLens 100K read from the demo's S3 store; the operator reads the evaluation, gates it against the
@@ -147,7 +147,7 @@ def fill_from_cluster(record: RetrainingRecord, run: Mapping[str, Any], rmd: Map
         first = lifecycle(economics)
         now = model_lifecycle(parsed)
         assert now is not None
-        record.currency = economics.currency
+        record.economics_currency = economics.currency
         record.training_first = float(first.training.amount)
         record.training_measured = float(now.training_measured.amount) if now.training_measured is not None else 0.0
         record.roi_before = float(first.roi) if first.roi is not None else None
@@ -180,8 +180,8 @@ class Retraining:
     def start(self, sim_hour: float) -> None:
         self.cluster.kubectl("create", "-f", "-", input=json.dumps(run_manifest(self.name, self.namespace, MODEL)))
         self.record.created_sim_hour = sim_hour
-        self.record.trigger = (f"The demo created {self.name} by hand (a RecModelTrainingRun, trigger manual) when the "
-                               f"simulated day started ({clock(sim_hour)}).")
+        self.record.trigger = (f"The demo created {self.name} by hand (a RecModelTrainingRun, trigger manual) as the "
+                               f"models were deployed, just before the simulated day started at {clock(sim_hour)}.")
         self.record.note_phase("Created", 0.0, sim_hour)
 
     def run_object(self) -> dict[str, Any]:

@@ -65,7 +65,7 @@ EXPLAIN = {
         "while account-recs stays private."
     ),
     "retraining": (
-        "Retraining: when the day starts ({start}) the demo asks for one retraining of "
+        "Retraining: as the models are deployed, the demo asks for one retraining of "
         "[green]trending[/green] (a RecModelTrainingRun; its nightly schedule is suspended so only this run trains). "
         "The operator places the run's Job on a pool its [green]public[/green] data may use, cheapest first; the pod "
         "runner runs the trainer for real on MovieLens 100K ({epochs} epochs; the serving version had {serving}); the "
@@ -166,10 +166,8 @@ class Demo:
         self._step_models()
         self._step_apply()
         c.print(EXPLAIN["models"])
+        self._start_retraining()
         self._step_first_replicas()
-        if self.retraining is not None:
-            c.print(EXPLAIN["retraining"].format(start=clock(self.scenario.start_hour), epochs=self.retraining_record.epochs,
-                                                 serving=self.opts.epochs))
         sale = self.scenario.sale
         if sale is not None:
             c.print(EXPLAIN["sale"].format(window=f"{clock(sale.start_hour)}-{clock(sale.end_hour)}",
@@ -344,10 +342,6 @@ class Demo:
         time.sleep(max(0.0, (traffic_start - dt.datetime.now(dt.UTC)).total_seconds()))
         c.rule(f"[bold]One simulated day in {sc.real_seconds:.0f} s[/bold]")
         self.load.start()
-        if self.retraining is not None:
-            self.retraining.start(sc.start_hour)
-            c.print(f"Retraining: created RecModelTrainingRun {self.retraining_record.namespace}/{self.retraining.name} "
-                    f"(trigger manual) at simulated {clock(sc.start_hour)}.", highlight=False)
         seen: set[str] = set()
         live_mode = self.opts.live if self.opts.live is not None else c.is_terminal
         step = "playing the day of traffic"
@@ -381,6 +375,16 @@ class Demo:
                 time.sleep(max(0.0, sc.sample_seconds - (time.monotonic() - tick)))
 
     # ---- retraining ----------------------------------------------------------------------------------------
+    def _start_retraining(self) -> None:
+        """Ask for the run as soon as the models are applied: the trainer starts up (torch, the data) while the first
+        servers load, so the run is done sooner after the day; it trains through the morning of the simulated day."""
+        if self.retraining is None:
+            return
+        self.console.print(EXPLAIN["retraining"].format(epochs=self.retraining_record.epochs, serving=self.opts.epochs))
+        self.retraining.start(self.scenario.start_hour)
+        self.console.print(f"Retraining: created RecModelTrainingRun {self.retraining_record.namespace}/"
+                           f"{self.retraining.name} (trigger manual).", highlight=False)
+
     def _step_retraining_outcome(self) -> None:
         """Wait for the run's outcome and, once promoted, for every server of the model to run the new version.
 

@@ -91,7 +91,7 @@ def test_fill_from_cluster_reads_the_run_its_job_and_the_roi_effect() -> None:
     assert r.gate_passed and r.gate_reason == "GatePassed" and r.gate["minImprovement"] == rt.GATE["minImprovement"]
     assert (r.previous_sha256, r.new_sha256) == (OLD_SHA, NEW_SHA)
     assert r.duration_s == pytest.approx(30.0)
-    assert r.training_first == pytest.approx(480.0) and r.training_measured == pytest.approx(0.0035)
+    assert r.economics_currency == "USD" and r.training_first == pytest.approx(480.0) and r.training_measured == pytest.approx(0.0035)
     # benefit 150 / (480 + 10 + 100) before; the measured run adds to the cost, so the ROI falls.
     assert r.roi_before == pytest.approx(150 / 590)
     assert r.roi_after == pytest.approx(150 / 590.0035) and r.roi_after < r.roi_before
