@@ -6,7 +6,10 @@
 * only the operator may create, change or delete objects labelled app.kubernetes.io/managed-by=hybridrec, while the
   garbage collector and the ReplicaSet controller keep working and users' own objects are untouched;
 * spec.nodeName on a sensitive pod, disagreeing sensitivity labels, and a pod that says "public" for a restricted
-  model are refused.
+  model are refused;
+* a namespace user can get no pod labelled as a model's (which its Service would send traffic to) by any route: a
+  bare pod, a relabelled pod of their own, or any built-in workload whose template carries those labels; nor change
+  the ReplicaSet of hybridrec's Deployment.
 """
 
 from __future__ import annotations
@@ -166,3 +169,62 @@ def test_deployment_labels_must_agree(installed: Kube, namespace: str) -> None:
     deployment["metadata"]["labels"]["hybridrec.io/sensitivity"] = "restricted"
     error = refused(installed, "apply", "-f", "-", input=json.dumps(deployment))
     assert "the two labels must agree" in error, error
+
+
+def lookalike_workloads(namespace: str) -> list[dict[str, Any]]:
+    """Every route to a pod the model's Service selects: the pod itself and each built-in controller's template."""
+    labels = {"app.kubernetes.io/name": "hybridrec-server", "hybridrec.io/model": "trending", "hybridrec.io/sensitivity": "public"}
+    pod_spec = {"restartPolicy": "Always", "containers": [{"name": "c", "image": "registry.example/lookalike:1"}]}
+    job_spec = {"template": {"metadata": {"labels": labels}, "spec": {**pod_spec, "restartPolicy": "Never"}}}
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    selector = {"matchLabels": labels}
+
+    def doc(api: str, kind: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
+        # Own labels agree with the template's, so only the rule under test has a reason to refuse.
+        return {"apiVersion": api, "kind": kind,
+                "metadata": {"name": "lookalike", "namespace": namespace, "labels": labels, **meta}, "spec": spec}
+
+    return [
+        doc("v1", "Pod", pod_spec, labels=labels),
+        {**doc("v1", "Pod", pod_spec, labels={"app.kubernetes.io/managed-by": "hybridrec"}),
+         "metadata": {"generateName": "lookalike-", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "hybridrec"}}},
+        doc("apps/v1", "Deployment", {"selector": selector, "template": template}),
+        doc("apps/v1", "ReplicaSet", {"selector": selector, "template": template}),
+        doc("apps/v1", "StatefulSet", {"serviceName": "lookalike", "selector": selector, "template": template}),
+        doc("apps/v1", "DaemonSet", {"selector": selector, "template": template}),
+        doc("v1", "ReplicationController", {"selector": labels, "template": template}),
+        doc("batch/v1", "Job", job_spec),
+        doc("batch/v1", "CronJob", {"schedule": "0 0 * * *", "jobTemplate": {"spec": job_spec}}),
+    ]
+
+
+def test_no_route_to_a_pod_that_claims_a_model(installed: Kube, namespace: str) -> None:
+    """A pod labelled hybridrec.io/model receives the model's traffic; a user's such pod on a public node would keep
+    receiving it after the model is raised to restricted (the operator never deletes what it did not create). So a
+    namespace user gets none, by any route, for a model that does not even exist yet; the operator's own pods still
+    come (the ReplicaSet controller creates them) and a cluster admin may still create one."""
+    for doc in lookalike_workloads(namespace):
+        verb = "create" if "generateName" in doc["metadata"] else "apply"
+        error = refused(installed, verb, "--dry-run=server", "-f", "-", f"--as={MALLORY}", input=json.dumps(doc))
+        assert "ValidatingAdmissionPolicy 'hybridrec-model-pods'" in error and MALLORY in error, (doc["kind"], error)
+        assert "Service of the model sends traffic to" in error, error
+    # Relabelling a pod of one's own into the model is refused too; the pod itself is the user's business.
+    own = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mine", "namespace": namespace},
+           "spec": {"containers": [{"name": "c", "image": "registry.example/mine:1"}]}}
+    installed("apply", "-f", "-", f"--as={MALLORY}", input=json.dumps(own))
+    error = refused(installed, "label", "pod", "mine", "-n", namespace, "hybridrec.io/model=trending",
+                    "hybridrec.io/sensitivity=public", f"--as={MALLORY}")
+    assert "hybridrec-model-pods" in error, error
+    installed("delete", "pod", "mine", "-n", namespace, f"--as={MALLORY}", "--wait=false")
+
+    # hybridrec's own Deployment: its ReplicaSet and pod are created by kube-system's controllers, and the ReplicaSet
+    # (which carries the labels in its template) is out of a namespace user's reach.
+    as_operator_would(installed, namespace, sensitivity="public", replicas=1)
+    wait_for(lambda: installed.items("pods", namespace, "hybridrec.io/model=account-recs"), 60,
+             "the ReplicaSet controller to create the operator's pod")
+    [rs] = installed.items("replicasets", namespace, "hybridrec.io/model=account-recs")
+    error = refused(installed, "annotate", "replicaset", rs["metadata"]["name"], "-n", namespace, "example.com/x=y",
+                    f"--as={MALLORY}")
+    assert "hybridrec-model-pods" in error, error
+    # A cluster admin is trusted (and the operator's tests rely on creating users' look-alikes that way).
+    installed("apply", "--dry-run=server", "-f", "-", input=json.dumps(lookalike_workloads(namespace)[0]))

@@ -49,8 +49,9 @@ def test_defaults_render_the_expected_objects(helm: str) -> None:
     assert kinds == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "PodDisruptionBudget",
          "Service", "ConfigMap", "ConfigMap", "ConfigMap",
-         # Three policies (owner-only children, placement from labels, placement from the model's spec), each bound.
-         *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3]
+         # Four policies (owner-only children, placement from labels, placement from the model's spec, who may run
+         # a model's pods), each bound.
+         *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 4]
     )
     # Without the prometheus-operator API, "auto" leaves the monitoring objects out; no sample pools by default.
     assert not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "PrometheusRule") and not by_kind(docs, "ComputePool")
@@ -167,7 +168,7 @@ def test_admission_policy_is_the_manifest_one(helm: str) -> None:
 
     rendered = by_kind(docs, "ValidatingAdmissionPolicy") + by_kind(docs, "ValidatingAdmissionPolicyBinding")
     source = objects((ROOT / "manifests" / "policy" / "sensitive-placement.yaml").read_text())
-    assert len(source) == 6
+    assert len(source) == 8
     assert sorted(rendered, key=key) == sorted(source, key=key)
     off = objects(template(helm, "--set", "admissionPolicy.enabled=false").stdout)
     assert not by_kind(off, "ValidatingAdmissionPolicy")

@@ -18,6 +18,7 @@ POLICY = REPO / "manifests" / "policy" / "sensitive-placement.yaml"
 
 
 PLACEMENT, CHILDREN, MODEL = "hybridrec-sensitive-placement", "hybridrec-children", "hybridrec-model-placement"
+MODEL_PODS = "hybridrec-model-pods"
 
 
 def policies() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
@@ -34,7 +35,7 @@ def load() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_policy_and_binding_shape() -> None:
-    assert set(policies()) == {PLACEMENT, CHILDREN, MODEL}
+    assert set(policies()) == {PLACEMENT, CHILDREN, MODEL, MODEL_PODS}
     for policy, binding in policies().values():
         assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
         assert binding["metadata"]["name"] == policy["metadata"]["name"]
@@ -62,6 +63,26 @@ def test_children_policy_asks_rbac_who_the_operator_is() -> None:
     rbac = [d for d in yaml.safe_load_all((REPO / "manifests/rbac/operator.yaml").read_text()) if d and d["kind"] == "ClusterRole"]
     rules = [r for r in rbac[0]["rules"] if "recmodeldeployments/children" in r["resources"]]
     assert rules and set(rules[0]["verbs"]) == {"create", "update", "delete"}
+
+
+def test_model_pods_policy_covers_every_way_to_get_such_a_pod() -> None:
+    """A pod labelled hybridrec.io/model (or managed-by=hybridrec) gets the model's traffic: who may create one
+    directly or through any built-in workload controller is asked of RBAC, as for the children."""
+    policy, _ = policies()[MODEL_PODS]
+    resources = {(g, r) for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+                 for g in rule["apiGroups"] for r in rule["resources"]}
+    assert resources == {("", "pods"), ("", "replicationcontrollers"), ("apps", "deployments"), ("apps", "replicasets"),
+                         ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs"), ("batch", "cronjobs")}
+    for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
+        assert set(rule["operations"]) == {"CREATE", "UPDATE"}  # deleting such a pod is a restart, not a leak
+    condition, children = policy["spec"]["matchConditions"]
+    assert "jobTemplate" in condition["expression"] and "'hybridrec.io/model'" in condition["expression"]
+    assert "'app.kubernetes.io/managed-by'" in children["expression"]  # hybridrec's Deployments: the children policy
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    children = {v["name"]: v["expression"] for v in policies()[CHILDREN][0]["spec"]["variables"]}
+    assert variables["operator"] == children["operator"]  # one notion of "the operator" for both policies
+    [validation] = policy["spec"]["validations"]
+    assert validation["expression"] == "variables.kubeSystemController || variables.operator"
 
 
 def test_model_policy_reads_the_models_spec_not_labels() -> None:
