@@ -41,7 +41,14 @@ from hybridrec_operator.controller.kube import api_message
 from hybridrec_operator.controller.runtime import Runtime
 from hybridrec_operator.core import capacity, conditions
 from hybridrec_operator.core.objects import POOL_KIND, RMD_KIND, fresher, meta_of
-from hybridrec_operator.core.sensitivity import TENANCY_LABEL, Violation, created_by_hybridrec, placement_violations
+from hybridrec_operator.core.sensitivity import (
+    TENANCY_LABEL,
+    TRAINED_MODEL_LABEL,
+    Violation,
+    created_by_hybridrec,
+    placement_violations,
+    training_job_of_hybridrec,
+)
 
 log = logging.getLogger("hybridrec.operator.guard")
 
@@ -115,7 +122,8 @@ class PlacementGuard:
 
     def on_pod(self, type_: str | None, body: Mapping[str, Any], labels: Mapping[str, str]) -> None:
         """A model's pod was bound, changed or went (a deletion may resolve a violation)."""
-        if labels.get("hybridrec.io/model") and ((body.get("spec") or {}).get("nodeName") or type_ == "DELETED"):
+        if ((labels.get("hybridrec.io/model") or labels.get(TRAINED_MODEL_LABEL))
+                and ((body.get("spec") or {}).get("nodeName") or type_ == "DELETED")):
             self.poke("pod")
 
     async def run(self) -> None:
@@ -145,6 +153,9 @@ class PlacementGuard:
                      if str((body.get("spec") or {}).get("dataSensitivity", "")) in _SENSITIVE}
         found = placement_violations(pods, nodes, sensitive)
         known = {str(meta_of(n).get("name")) for n in nodes}
+        # Retraining pods belong to a Job, not to one of the model's Deployments: their owner is checked on the API.
+        trainers = {(str(meta_of(p).get("namespace")), str(meta_of(p).get("name"))) for p in pods
+                    if (meta_of(p).get("labels") or {}).get(TRAINED_MODEL_LABEL)}
         now = time.monotonic()
         deferred: set[tuple[str, str, str]] = set()
         for v in found:
@@ -153,7 +164,7 @@ class PlacementGuard:
             if previous is not None and previous.settled:
                 continue
             ours = [c for (kind, _), c in rt.children(v.namespace, v.model).items() if kind == "Deployment"]
-            unindexed = v.node not in known or v.model_key not in bodies or not ours
+            unindexed = v.node not in known or v.model_key not in bodies or (not ours and (v.namespace, v.pod) not in trainers)
             if unindexed and now - self.unknown_since.setdefault(ref, now) < UNKNOWN_NODE_GRACE_S:
                 # At startup the watches fill the indexes in any order: a pod may be listed before its node (which
                 # may be private), its model or its Deployment (without which it would look like a user's pod).
@@ -193,7 +204,7 @@ class PlacementGuard:
         path = _pod_path(v.namespace, v.pod)
         try:
             pod = kube.request("GET", path)  # fresh, with the ownerReferences the index does not keep
-            if not created_by_hybridrec(pod, deployments):
+            if not created_by_hybridrec(pod, deployments) and not training_job_of_hybridrec(pod, self._job_of(pod)):
                 return Outcome(deleted=False)
             options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                        "preconditions": {"uid": meta_of(pod).get("uid")}}
@@ -206,6 +217,19 @@ class PlacementGuard:
             return Outcome(deleted=False, failure=api_message(exc))
         self.runtime.writes += 1
         return Outcome(deleted=True)
+
+    def _job_of(self, pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The Job controlling a retraining pod, read fresh (worker thread); None for any other pod or when gone."""
+        meta = meta_of(pod)
+        owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+        if owner is None or owner.get("kind") != "Job" or not (meta.get("labels") or {}).get(TRAINED_MODEL_LABEL):
+            return None
+        try:
+            return self.runtime.kube.request("GET", f"/apis/batch/v1/namespaces/{meta.get('namespace')}/jobs/{owner.get('name')}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def _event(self, rmd: Mapping[str, Any] | None, v: Violation, message: str) -> None:
         # On the model (where `kubectl describe rmd` shows it); on the pod when its model is gone.

@@ -21,6 +21,9 @@ from hybridrec_operator.api.models import SENSITIVE, ComputePoolSpec, Sensitivit
 SENSITIVITY_LABEL = "hybridrec.io/sensitivity"
 MODEL_LABEL = "hybridrec.io/model"
 TENANCY_LABEL = "hybridrec.io/tenancy"
+# A retraining Job's pods name their model with this label (core/training.py, which imports this module, defines the
+# same value; a unit test keeps the two equal): they read the model's data as much as its inference pods do.
+TRAINED_MODEL_LABEL = "hybridrec.io/trained-model"
 
 
 def pool_admits(sensitivity: Sensitivity, pool: ComputePoolSpec, *, allow_public_burst: bool) -> tuple[bool, str]:
@@ -77,7 +80,8 @@ def placement_violations(
     nodes: Iterable[Mapping[str, Any]],
     sensitive_models: Iterable[str] = (),
 ) -> list[Violation]:
-    """Every bound pod of a sensitive model on a node not labelled ``hybridrec.io/tenancy=private``, whatever its pool
+    """Every bound pod of a sensitive model (an inference pod, ``hybridrec.io/model``, or a retraining pod,
+    ``hybridrec.io/trained-model``) on a node not labelled ``hybridrec.io/tenancy=private``, whatever its pool
     says (issue 9 item 4). A pod is sensitive when its model (``<namespace>/<model>`` in ``sensitive_models``, from the
     models' specs) or its own sensitivity label says so: the spec is the truth, the label a fallback for pods whose
     model is gone. Nodes unknown to ``nodes`` count as not private. Pure; sorted by namespace, pod."""
@@ -91,7 +95,7 @@ def placement_violations(
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
         node = str((pod.get("spec") or {}).get("nodeName") or "")
-        model = str(labels.get(MODEL_LABEL, ""))
+        model = str(labels.get(MODEL_LABEL) or labels.get(TRAINED_MODEL_LABEL) or "")
         namespace = str(meta.get("namespace", "default"))
         if not node or not model or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
@@ -131,3 +135,25 @@ def created_by_hybridrec(pod: Mapping[str, Any], deployments: Iterable[Mapping[s
         if controlled and owner.get("name") == f"{dmeta.get('name')}-{template_hash}":
             return True
     return False
+
+
+def training_job_of_hybridrec(pod: Mapping[str, Any], job: Mapping[str, Any] | None) -> bool:
+    """Whether ``pod`` (the full object) is a retraining pod of ``job`` (its controlling Job, as read from the API
+    server) and that Job is hybridrec's: our labels on both, the pod controlled by that Job (by name and uid), and the
+    Job controlled by a hybridrec.io object (its training run). Such a pod may be deleted like an inference pod; the
+    Job's replacement pod has the same required private affinity."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if job is None or labels.get(MANAGED_BY[0]) != MANAGED_BY[1] or not labels.get(TRAINED_MODEL_LABEL):
+        return False
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    jmeta = job.get("metadata") or {}
+    jlabels = jmeta.get("labels") or {}
+    if (owner is None or owner.get("kind") != "Job" or owner.get("apiVersion") != "batch/v1"
+            or owner.get("name") != jmeta.get("name") or owner.get("uid") != jmeta.get("uid")
+            or jmeta.get("namespace", meta.get("namespace")) != meta.get("namespace")):
+        return False
+    if jlabels.get(MANAGED_BY[0]) != MANAGED_BY[1] or jlabels.get(TRAINED_MODEL_LABEL) != labels.get(TRAINED_MODEL_LABEL):
+        return False
+    return any(r.get("controller") and str(r.get("apiVersion", "")).startswith("hybridrec.io/")
+               for r in jmeta.get("ownerReferences") or [])

@@ -13,7 +13,7 @@ import pytest
 
 from hybridrec_operator.controller.guard import PlacementGuard
 from hybridrec_operator.core import conditions
-from hybridrec_operator.core.sensitivity import Violation, created_by_hybridrec
+from hybridrec_operator.core.sensitivity import Violation, created_by_hybridrec, training_job_of_hybridrec
 
 RMD_OWNER = {"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment", "name": "account-recs",
              "uid": "rmd-uid", "controller": True}
@@ -51,6 +51,31 @@ def test_a_pod_of_our_deployment_may_be_deleted() -> None:
 ])
 def test_anything_else_is_never_deleted(case: str, the_pod: dict[str, Any], deployments: list[dict[str, Any]]) -> None:
     assert not created_by_hybridrec(the_pod, deployments), case
+
+
+def _trainer(job_name: str = "run-1", job_uid: str = "job-uid", labels: dict[str, str] | None = None) -> dict[str, Any]:
+    base = {"app.kubernetes.io/managed-by": "hybridrec", "hybridrec.io/trained-model": "account-recs"}
+    return {"metadata": {"name": f"{job_name}-xyz", "namespace": "shop", "labels": base if labels is None else labels,
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid,
+                                              "controller": True}]}}
+
+
+def _job(owners: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    run = {"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelTrainingRun", "name": "run-1", "uid": "r", "controller": True}
+    return {"metadata": {"name": "run-1", "namespace": "shop", "uid": "job-uid",
+                         "labels": {"app.kubernetes.io/managed-by": "hybridrec", "hybridrec.io/trained-model": "account-recs"}
+                         if labels is None else labels, "ownerReferences": [run] if owners is None else owners}}
+
+
+def test_a_retraining_pod_of_our_job_may_be_deleted_and_nothing_that_only_looks_like_one() -> None:
+    assert training_job_of_hybridrec(_trainer(), _job())
+    assert not training_job_of_hybridrec(_trainer(), None)  # the Job is gone or is not a Job
+    assert not training_job_of_hybridrec(_trainer(job_uid="other"), _job())  # a Job of that name, not that one
+    assert not training_job_of_hybridrec(_trainer(labels={"hybridrec.io/trained-model": "account-recs"}), _job())
+    assert not training_job_of_hybridrec(_trainer(), _job(owners=[]))  # a user's Job copying our labels
+    assert not training_job_of_hybridrec(_trainer(), _job(labels={"hybridrec.io/trained-model": "account-recs"}))
+    assert not training_job_of_hybridrec(_trainer(), _job(owners=[{"apiVersion": "batch/v1", "kind": "CronJob",
+                                                                   "name": "c", "uid": "c", "controller": True}]))
 
 
 def test_violation_message_names_pod_node_and_what_was_done() -> None:
@@ -121,13 +146,14 @@ def test_pod_events_wake_the_guard_when_a_model_pod_is_bound_or_gone() -> None:
         guard = _guard()
         out = []
         for type_, node, labels in (("ADDED", "", OURS), ("MODIFIED", "n-1", OURS), ("DELETED", "", OURS),
-                                    ("MODIFIED", "n-1", {"app": "user"})):
+                                    ("MODIFIED", "n-1", {"app": "user"}),
+                                    ("MODIFIED", "n-1", {"hybridrec.io/trained-model": "account-recs"})):
             guard.reasons.clear()
             guard.on_pod(type_, {"spec": {"nodeName": node}}, labels)
             out.append(bool(guard.reasons))
         return out
 
-    assert asyncio.run(scenario()) == [False, True, True, False]
+    assert asyncio.run(scenario()) == [False, True, True, False, True]
 
 
 def test_model_events_wake_the_guard_only_when_its_data_class_changes() -> None:

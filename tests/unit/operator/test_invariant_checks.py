@@ -91,3 +91,18 @@ def test_violation_messages_name_pod_node_and_label() -> None:
     assert violation_condition([])[:2] == ("False", "NoViolation")
     # Pending pods (no node) and finished pods are not violations.
     assert placement_violations([pod("q", "m", "pool", 1, None, namespace="ns")], [], ["ns/m"]) == []
+
+
+def test_retraining_pods_are_checked_like_inference_pods() -> None:
+    """A retraining Job's pod names its model with hybridrec.io/trained-model: it reads the model's data, so it is a
+    violation on a node not labelled private too (core/training.py defines the same label)."""
+    from hybridrec_operator.core import training
+    from hybridrec_operator.core.sensitivity import TRAINED_MODEL_LABEL
+
+    assert TRAINED_MODEL_LABEL == training.TRAINED_MODEL_LABEL
+    trainer = {"metadata": {"name": "t", "namespace": "ns", "labels": {TRAINED_MODEL_LABEL: "m"}},
+               "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
+    [v] = placement_violations([trainer], [node("n1", "public")], ["ns/m"])
+    assert (v.pod, v.model, v.node) == ("t", "m", "n1")
+    assert placement_violations([trainer], [node("n1", "private")], ["ns/m"]) == []
+    assert placement_violations([trainer], [node("n1", "public")], []) == []  # a public model's trainer may
