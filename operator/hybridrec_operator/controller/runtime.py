@@ -30,14 +30,14 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from hybridrec_operator.api.models import API_VERSION, ComputePool, PriceSource, parse_pool
+from hybridrec_operator.api.models import API_VERSION, ComputePool, parse_pool
 from hybridrec_operator.controller import dra, metrics
 from hybridrec_operator.controller.config import OperatorConfig
 from hybridrec_operator.controller.kube import Kube, api_message, classify, retry_delay
+from hybridrec_operator.controller.pools import PoolReconciler
 from hybridrec_operator.controller.seam import ControlSeam
 from hybridrec_operator.controller.workqueue import WorkQueue
-from hybridrec_operator.core import capacity
-from hybridrec_operator.core import conditions, remote
+from hybridrec_operator.core import conditions
 from hybridrec_operator.core.decide import (
     ChildFailure,
     ModelDecision,
@@ -46,7 +46,6 @@ from hybridrec_operator.core.decide import (
     decide,
     failed_decision,
     needs_lookup,
-    pool_status,
     settle_children,
     validation_message,
 )
@@ -62,9 +61,7 @@ from hybridrec_operator.core.objects import (
     owned_by,
     placements_of,
 )
-from hybridrec_operator.core.dra import DEVICES_READY
-from hybridrec_operator.core.pricing import CONDITION as PRICE_CONDITION
-from hybridrec_operator.core.pricing import PoolPrice, apply_price, price_condition
+from hybridrec_operator.core.pricing import PoolPrice, apply_price
 
 log = logging.getLogger("hybridrec.operator")
 
@@ -88,7 +85,7 @@ class Leadership(Protocol):
 
 
 @dataclass
-class Runtime:
+class Runtime(PoolReconciler):
     """The operator's process-wide state, created at startup."""
 
     config: OperatorConfig
@@ -404,87 +401,6 @@ class Runtime:
         for stale in self.metric_labels.pop(key, set()):
             _remove_metric(stale)
 
-    async def reconcile_pool(self, name: str) -> None:
-        started = time.perf_counter()
-        bodies = self._store("hybridrec_pools", name)
-        if not bodies:
-            return
-        body = fresher(bodies[0], self.written.get((POOL_KIND, "", name))) or bodies[0]
-        try:
-            pool = parse_pool(body)
-        except ValidationError as exc:
-            # An unusable pool is on the pool itself (Ready=False, InvalidSpec, and an event), not only in our log;
-            # models plan without it meanwhile.
-            message = validation_message(exc)
-            await self._pool_failed(name, body, message)
-            raise kopf.PermanentError(message) from exc
-        usage = capacity.pool_usage([pool], self.nodes(), self.pods())[name]
-        tenancy = pool.spec.tenancy.value
-        for state, value in (("allocatable", usage.allocatable_gpus), ("used", usage.used_gpus),
-                             ("free", usage.free_gpus), ("quota", usage.quota_gpus)):
-            metrics.POOL_GPUS.labels(name, tenancy, state).set(value)
-        old = body.get("status") or {}
-        now, generation = datetime.now(UTC), meta_of(body).get("generation")
-        new = pool_status(pool, usage, old, generation, now)
-        # Liqo virtual nodes: undeclared, unlabelled or NotReady ones are named in RemoteClusterReady (and an event).
-        new["conditions"] = remote.set_remote_condition(pool, remote.findings(pool, self.nodes(), self.pools()),
-                                                        new["conditions"], generation, now)
-        # DRA pools: a missing DeviceClass or no ResourceSlices on the pool's nodes is named in DevicesReady.
-        new["conditions"] = dra.pool_conditions(self.indices, pool, self._store("hybridrec_nodes", None),
-                                                new["conditions"], generation, now)
-        price = self.prices.get(name)
-        if pool.spec.pricing.source == PriceSource.OPENCOST and price is not None:
-            # Which price the planners use and where from; a fallback to the static price is a False condition.
-            new["price"] = price.status()
-            new["conditions"] = conditions.set_condition(new["conditions"], PRICE_CONDITION, *price_condition(price),
-                                                         generation, now)
-        elif pool.spec.pricing.source != PriceSource.OPENCOST and (
-                old.get("price") is not None or conditions.get_condition(new["conditions"], PRICE_CONDITION)):
-            new["price"] = None  # back to a static price: merge-patch null removes the field
-            new["conditions"] = [c for c in new["conditions"] if c.get("type") != PRICE_CONDITION]
-        news = [n for n in (condition_news(old.get("conditions") or [], new["conditions"], t)
-                            for t in (remote.REMOTE_CLUSTER_READY, PRICE_CONDITION, DEVICES_READY)) if n is not None]
-        if new != {k: old.get(k) for k in new}:
-            path = f"/apis/{GROUP_VERSION}/computepools/{name}/status"
-            written = await self.loop.run_in_executor(self.executor, lambda: self.kube.request(
-                "PATCH", path, body={"status": new}, content_type="application/merge-patch+json"))
-            self.writes += 1
-            self.written[(POOL_KIND, "", name)] = written
-            for event in news:
-                await self.loop.run_in_executor(self.executor, self._pool_event, body, *event)
-        metrics.RECONCILE_SECONDS.labels(kind=POOL_KIND).observe(time.perf_counter() - started)
-
-    def _pool_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        involved = {"apiVersion": API_VERSION, "kind": POOL_KIND, "metadata": meta_of(body)}
-        try:
-            self.kube.post_event(involved, reason=reason, message=message, type_=type_, instance=self.identity)
-            self.writes += 1
-        except ApiException as exc:  # an event is informative: the condition carries the same sentence
-            log.warning("could not post event %s for pool %s: %s", reason, meta_of(body).get("name"), api_message(exc))
-
-    async def _pool_failed(self, name: str, body: Mapping[str, Any], message: str) -> None:
-        old = body.get("status") or {}
-        generation = meta_of(body).get("generation")
-        conds = conditions.set_condition(old.get("conditions") or [], "Ready", False, "InvalidSpec",
-                                         f"the pool cannot be used: {message}", generation, datetime.now(UTC))
-        if conds == list(old.get("conditions") or []) and old.get("observedGeneration") == generation:
-            return  # already said
-        patch = {"status": {"observedGeneration": generation, "conditions": conds}}
-        involved = {"apiVersion": API_VERSION, "kind": POOL_KIND, "metadata": meta_of(body)}
-
-        def write() -> dict[str, Any]:
-            written = self.kube.request("PATCH", f"/apis/{GROUP_VERSION}/computepools/{name}/status", body=patch,
-                                        content_type="application/merge-patch+json")
-            try:
-                self.kube.post_event(involved, reason="InvalidSpec", message=f"the pool cannot be used: {message}",
-                                     type_="Warning", instance=self.identity)
-            except ApiException as exc:
-                log.warning("could not post event InvalidSpec for pool %s: %s", name, api_message(exc))
-            return written
-
-        self.written[(POOL_KIND, "", name)] = await self.loop.run_in_executor(self.executor, write)
-        self.writes += 2
-
     # ---- workers --------------------------------------------------------------------------------------------
     async def worker(self) -> None:
         while True:
@@ -539,19 +455,6 @@ class Runtime:
     def replan_pools(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else list(self._index("hybridrec_pools")):
             self.queue.add(f"pool:{name}", "capacity", self.config.pool_status_delay)
-
-
-def condition_news(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]],
-                   type_: str) -> tuple[str, str, str] | None:
-    """The event for a pool condition (RemoteClusterReady, OpenCostPrice) whose status or reason changed: Warning
-    when it turned bad, Normal when it recovered; None when it did not change."""
-    before = conditions.get_condition(old, type_) or {}
-    after = conditions.get_condition(new, type_)
-    if after is None or (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
-        return None
-    if after.get("status") == "True" and not before:
-        return None  # healthy when first seen: nothing to tell
-    return ("Normal" if after.get("status") == "True" else "Warning", str(after.get("reason")), str(after.get("message")))
 
 
 def _kind_of(item: str) -> str:

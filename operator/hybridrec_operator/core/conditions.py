@@ -270,3 +270,16 @@ def violation_updates(
         if (old.get("status"), old.get("reason"), old.get("message")) != wanted:
             out[key] = wanted
     return out
+
+
+def condition_news(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]],
+                   type_: str) -> tuple[str, str, str] | None:
+    """The event for a pool condition (RemoteClusterReady, OpenCostPrice) whose status or reason changed: Warning
+    when it turned bad, Normal when it recovered; None when it did not change."""
+    before = get_condition(old, type_) or {}
+    after = get_condition(new, type_)
+    if after is None or (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+        return None
+    if after.get("status") == "True" and not before:
+        return None  # healthy when first seen: nothing to tell
+    return ("Normal" if after.get("status") == "True" else "Warning", str(after.get("reason")), str(after.get("message")))

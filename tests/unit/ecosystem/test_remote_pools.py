@@ -20,7 +20,7 @@ from hybridrec_operator.api.models import (
     parse_pool,
     parse_rmd,
 )
-from hybridrec_operator.controller.runtime import condition_news
+from hybridrec_operator.core.conditions import condition_news
 from hybridrec_operator.core import capacity, remote
 from hybridrec_operator.core.placement import PoolView, plan_placement
 from hybridrec_operator.core.render import build_deployment
