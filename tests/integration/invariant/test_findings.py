@@ -202,3 +202,45 @@ def test_a_model_raised_to_restricted_over_a_users_pod_on_a_public_node_is_repor
     kube("delete", "pod", "lookalike", "-n", namespace, "--grace-period=0", "--force")
     wait_for(lambda: kube.condition(kube.get("rmd", "trending", namespace), VIOLATION).get("status") == "False", 15,
              f"{VIOLATION} back to False once the pod is gone")
+
+
+def test_a_retraining_pod_on_a_node_relabelled_public_is_deleted(operator: OperatorProcess, kube: Kube, namespace: str) -> None:
+    """A retraining pod reads its model's data as much as an inference pod does. A Job as hybridrec's training
+    controller writes it (its labels, a private affinity, controlled by a hybridrec.io object: here the model, in the
+    operator a RecModelTrainingRun); its node relabelled public: the pod is deleted and reported, and the Job's next
+    pod lands on a private node. (hybridrec.io/training-run keeps kwok from completing it at once.)"""
+    [doc] = sample_models(namespace, "account-recs")
+    doc["spec"]["replicas"] = 0  # no inference pod: the retraining pod alone is at stake
+    kube.apply([doc])
+    rmd = wait_for(lambda: kube.get("rmd", "account-recs", namespace), 30, "the model stored")
+    labels = {"app.kubernetes.io/managed-by": "hybridrec", "app.kubernetes.io/component": "training",
+              "hybridrec.io/trained-model": "account-recs", "hybridrec.io/training-run": "run-1",
+              "hybridrec.io/sensitivity": "restricted"}
+    private_only = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "hybridrec.io/tenancy", "operator": "In", "values": ["private"]}]}]}}}
+    kube.apply([{"apiVersion": "batch/v1", "kind": "Job",
+                 "metadata": {"name": "run-1", "namespace": namespace, "labels": labels,
+                              "ownerReferences": [{"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment",
+                                                   "name": "account-recs", "uid": rmd["metadata"]["uid"], "controller": True}]},
+                 "spec": {"backoffLimit": 4, "activeDeadlineSeconds": 300, "template": {
+                     "metadata": {"labels": labels},
+                     "spec": {"restartPolicy": "Never", "affinity": private_only, "tolerations": [{"operator": "Exists"}],
+                              "nodeSelector": {"hybridrec.io/pool": "onprem-t4"},
+                              "containers": [{"name": "trainer", "image": "registry.example/trainer:1"}]}}}}])
+
+    def trainers() -> list[dict[str, Any]]:
+        return [p for p in kube.items("pods", namespace, "hybridrec.io/training-run=run-1")
+                if p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") == "Running"]
+
+    first = wait_for(trainers, 60, "the retraining pod running")[0]
+    name, node = first["metadata"]["name"], first["spec"]["nodeName"]
+    with restored_node_labels(kube):
+        relabel(kube, node, "public")
+        wait_for(lambda: kube.get("pod", name, namespace) is None, 10, f"retraining pod {name} deleted", interval=0.2)
+        cond = wait_for(lambda: (c := kube.condition(kube.get("rmd", "account-recs", namespace), VIOLATION))
+                        and name in c.get("message", "") and c, 15, f"{VIOLATION} naming {name}")
+        assert node in cond["message"] and "deleted" in cond["message"]
+        replacement = wait_for(lambda: [p for p in trainers() if p["metadata"]["name"] != name], 60, "the Job's next pod")[0]
+        assert node_tenancy(kube)[replacement["spec"]["nodeName"]] == "private"
+    assert not violations(kube, namespace)
