@@ -6,6 +6,8 @@
 4. A `private` pool whose nodeSelector picks public nodes, at price 0: TenancyMismatch naming them, no capacity,
    no restricted pod ever bound to a public node, and the healthy models' running pods stay where they are.
 
+Retraining pods (a Job's, labelled hybridrec.io/trained-model) are held to the same rule.
+
 And the guard never deletes a pod hybridrec did not create, even one labelled as a restricted model's; it sees such a
 pod even when it asks for no GPU, and as soon as its model is raised to restricted (no pod or node event needed).
 """
