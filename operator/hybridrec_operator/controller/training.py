@@ -292,7 +292,15 @@ class TrainingController:
             serving_sha256=(run.spec.baseline or core.served_model(rmd)).sha256,
             version=run.name, extra_env=self.extra_env)
         job = core.build_job(rmd, run, pool, sensitivity, inputs, owner_ref(obj))
+        claim = core.build_claim_template(rmd, run, pool, sensitivity, owner_ref(obj))
         try:
+            if claim is not None:  # a DRA pool: the pods claim their GPUs from it, so it comes first
+                try:
+                    self.kube.request("POST", f"/apis/resource.k8s.io/v1/namespaces/{run.namespace}/"
+                                      "resourceclaimtemplates", body=claim)
+                except ApiException as exc:
+                    if exc.status != 409:  # 409: created by a pass whose status write was lost
+                        raise
             self.kube.request("POST", f"/apis/batch/v1/namespaces/{run.namespace}/jobs", body=job)
         except ApiException as exc:
             if exc.status != 409:

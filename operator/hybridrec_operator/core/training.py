@@ -36,6 +36,7 @@ from hybridrec_operator.api.models import (
 )
 from hybridrec_operator.api.training import EvaluationGate
 from hybridrec_operator.api.training_run import TERMINAL_PHASES, Evaluation, RecModelTrainingRun, RunPhase
+from hybridrec_operator.core import dra
 from hybridrec_operator.core.placement import PoolView, allowed_pools, effective_price
 
 MANAGER = "hybridrec"
@@ -163,6 +164,23 @@ def job_labels(rmd: RecModelDeployment, run: str, pool: PoolView, sensitivity: S
     }
 
 
+def build_claim_template(
+    rmd: RecModelDeployment, run: RecModelTrainingRun, pool: PoolView, sensitivity: Sensitivity,
+    owner: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The ResourceClaimTemplate a run's pods claim their GPUs from on a DRA pool (``gpu.dra``), owned like the Job by
+    the run so it goes with it; ``None`` on a pool that counts GPUs as an extended resource."""
+    gpu = pool.spec.gpu.dra
+    if gpu is None:
+        return None
+    template = dra.build_claim_template(run.name, rmd.namespace, job_labels(rmd, run.name, pool, sensitivity),
+                                        gpu.device_class_name, gpu.selectors,
+                                        training_view(rmd.spec, sensitivity).resources.gpus)
+    if owner is not None:
+        template["metadata"]["ownerReferences"] = [dict(owner)]
+    return template
+
+
 def build_job(
     rmd: RecModelDeployment, run: RecModelTrainingRun, pool: PoolView, sensitivity: Sensitivity, inputs: JobInputs,
     owner: Mapping[str, Any] | None = None,
@@ -177,7 +195,9 @@ def build_job(
     training = rmd.spec.training
     resources = view.resources
     labels = job_labels(rmd, run.name, pool, sensitivity)
-    gpus = {pool.spec.gpu.resource_name: str(resources.gpus)}
+    claim = build_claim_template(rmd, run, pool, sensitivity)
+    # A DRA pool's GPUs are devices the pod claims (its count in annotations, for capacity); others an extended resource.
+    gpus = {} if claim is not None else {pool.spec.gpu.resource_name: str(resources.gpus)}
     env = {
         "HYBRIDREC_TRAIN_DATA_URI": inputs.data_uri,
         "HYBRIDREC_TRAIN_OUTPUT_URI": inputs.output_uri,
@@ -204,6 +224,7 @@ def build_job(
             "resources": {
                 "requests": {"cpu": resources.cpu, "memory": resources.memory, **gpus},
                 "limits": {"memory": resources.memory, **gpus},
+                **({"claims": [{"name": dra.CLAIM}]} if claim is not None else {}),
             },
             "securityContext": {
                 "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "allowPrivilegeEscalation": False,
@@ -215,6 +236,10 @@ def build_job(
     }
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    template_meta: dict[str, Any] = {"labels": labels}
+    if claim is not None and (gpu := pool.spec.gpu.dra) is not None:
+        pod_spec["resourceClaims"] = dra.pod_claims(claim["metadata"]["name"])
+        template_meta["annotations"] = dra.pod_annotations(gpu.device_class_name, resources.gpus)
     metadata: dict[str, Any] = {"name": run.name, "namespace": rmd.namespace, "labels": labels}
     if owner is not None:
         metadata["ownerReferences"] = [dict(owner)]
@@ -232,7 +257,7 @@ def build_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
             ]},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 

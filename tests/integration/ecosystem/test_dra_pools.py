@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiClient
 
 from hybridrec_local.localcluster import LocalCluster
+from hybridrec_operator.controller.kube import Kube as KubeClient
+from hybridrec_operator.controller.training import TrainingController
 from support.cleanup import delete_namespace
 from support.kube import SAMPLES, Kube
 from support.operator import OperatorProcess
@@ -212,3 +215,41 @@ def test_the_scheduler_allocates_devices_and_a_full_dra_pool_falls_short(dra: Ku
     assert {p["pool"]: p["desired"] for p in rmd["status"]["placements"] if p["desired"]} == {PRIVATE: 4}
     kube.apply([DEVICE_CLASS])
     wait_for(lambda: pool_condition(kube, PRIVATE).get("status") == "True", 60, f"{PRIVATE} DevicesReady again")
+
+
+def test_a_restricted_models_training_run_claims_devices_of_the_private_dra_pool(dra: Kube, namespace: str,
+                                                                                kube_api: ApiClient) -> None:
+    """Retraining on a DRA pool: the run's Job claims its GPU from a ResourceClaimTemplate owned by the run, and the
+    real scheduler allocates a device on a node of the private pool, never the cheaper public one it prefers."""
+    kube = dra
+    wait_for(lambda: (kube.get("computepools.hybridrec.io", PRIVATE)["status"].get("freeGpus") or 0) >= 1, 90,
+             f"a free device on {PRIVATE}")
+    others = [p["metadata"]["name"] for p in kube.items("computepools.hybridrec.io")
+              if p["metadata"]["name"] not in (PRIVATE, PUBLIC)]
+    kube.apply([{
+        "apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelDeployment",
+        "metadata": {"name": "dra-trained", "namespace": namespace},
+        "spec": {"model": {"uri": "s3://hybridrec-models/dra-trained/v1/", "architecture": "two-tower"},
+                 "dataSensitivity": "restricted", "replicas": 0,
+                 "placement": {"preferredPools": [PUBLIC], "forbiddenPools": others},
+                 "training": {"schedule": "0 3 * * *", "dataUri": "s3://hybridrec-data/interactions.csv",
+                              "outputUri": "s3://hybridrec-models/dra-trained/versions"}}}])
+    kube.apply([{"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelTrainingRun",
+                 "metadata": {"name": "dra-trained-now", "namespace": namespace},
+                 "spec": {"model": "dra-trained", "trigger": "manual"}}])
+    TrainingController(KubeClient(kube_api), namespaces=[namespace], identity="test").sync()
+
+    def scheduled() -> dict[str, Any] | None:
+        pods = kube.items("pods", namespace, "hybridrec.io/training-run=dra-trained-now")
+        return next((p for p in pods if p["spec"].get("nodeName") and p["status"].get("resourceClaimStatuses")), None)
+
+    pod = wait_for(scheduled, 60, "the training pod scheduled with its claim")
+    assert pod["spec"]["nodeName"] in ("dra-a100-1", "dra-a100-2")
+    assert "nvidia.com/gpu" not in str(pod["spec"]["containers"][0]["resources"])
+    [template] = kube.items("resourceclaimtemplates.resource.k8s.io", namespace)
+    assert [(o["kind"], o["name"]) for o in template["metadata"]["ownerReferences"]] == [
+        ("RecModelTrainingRun", "dra-trained-now")]
+    [claim_status] = pod["status"]["resourceClaimStatuses"]
+    claim = kube.get("resourceclaims.resource.k8s.io", claim_status["resourceClaimName"], namespace)
+    [result] = claim["status"]["allocation"]["devices"]["results"]
+    assert (result["driver"], result["pool"]) == (DRIVER, pod["spec"]["nodeName"])

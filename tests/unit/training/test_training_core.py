@@ -182,6 +182,31 @@ def test_job_has_retries_failure_policy_affinity_and_owner() -> None:
     assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
 
 
+def test_a_run_on_a_dra_pool_claims_its_gpus_from_a_template_owned_by_the_run() -> None:
+    view = pool("onprem-dra")
+    spec = view.spec.model_copy(update={"gpu": view.spec.gpu.model_validate(
+        {"dra": {"deviceClassName": "gpu.example.com", "selectors": ["device.attributes['gpu.example.com'].model == 'A100'"]}})})
+    dra_pool = PoolView(name=view.name, spec=spec, free_gpus=8)
+    owner = {"apiVersion": "hybridrec.io/v1alpha1", "kind": "RecModelTrainingRun", "name": "r", "uid": "x", "controller": True}
+    model = rmd("restricted")
+    template = tr.build_claim_template(model, run(), dra_pool, Sensitivity.RESTRICTED, owner)
+    assert template is not None and template["kind"] == "ResourceClaimTemplate"
+    assert template["metadata"]["ownerReferences"] == [owner]  # goes with the run, like its Job
+    assert template["metadata"]["labels"]["hybridrec.io/sensitivity"] == "restricted"
+    exactly = template["spec"]["spec"]["devices"]["requests"][0]["exactly"]
+    assert exactly["deviceClassName"] == "gpu.example.com" and exactly["count"] == 1 and exactly["selectors"]
+    job = tr.build_job(model, run(), dra_pool, Sensitivity.RESTRICTED, inputs(), owner)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": template["metadata"]["name"]}]
+    assert container["resources"]["claims"] == [{"name": "gpu"}]
+    assert not any("/" in key for key in container["resources"]["requests"])  # no extended resource to wait for
+    assert job["spec"]["template"]["metadata"]["annotations"]  # the device count capacity adds up
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "hybridrec.io/tenancy", "operator": "In", "values": ["private"]}]}]
+    assert tr.build_claim_template(model, run(), POOLS[0], Sensitivity.RESTRICTED) is None  # extended-resource pool
+
+
 def test_rendering_a_sensitive_run_onto_a_public_pool_raises() -> None:
     with pytest.raises(ValueError, match="may not train"):
         tr.build_job(rmd("confidential"), run(), POOLS[1], Sensitivity.CONFIDENTIAL, inputs())
