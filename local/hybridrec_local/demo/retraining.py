@@ -35,8 +35,10 @@ GATE = {"minHitRateAt10": 0.3, "minImprovement": 0.01, "beatPopularity": True}
 
 
 def retrain_epochs(serving_epochs: int) -> int:
-    """Epochs of the demo's run: more than the serving version had (MovieLens 100K's HR@10 still climbs there)."""
-    return min(50, 2 * serving_epochs + 1)
+    """Epochs of the demo's run: twice the serving version's (MovieLens 100K's HR@10 still climbs there: matrix
+    factorisation scores 0.38 after one epoch, 0.43 after two against popularity's 0.40, 0.63 after ten). No more:
+    on a busy two-core machine an epoch takes up to ~40 s while the day's traffic runs, and the demo waits for it."""
+    return min(50, 2 * serving_epochs)
 
 
 def run_name(model: str = MODEL) -> str:
