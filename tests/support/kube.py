@@ -3,9 +3,11 @@ until the policies really judge requests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,24 @@ class Kube:
             if cond.get("type") == type_:
                 return cond
         return {}
+
+
+@contextlib.contextmanager
+def fresh_namespace(kube: Kube, prefix: str) -> Iterator[str]:
+    """A new namespace ``<prefix>-<random>`` whose default ServiceAccount exists (pods can be created in it);
+    afterwards it is deleted with its models and pods and awaited gone, so the next test finds the GPUs free."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    kube("create", "namespace", name)
+    wait_for(lambda: kube.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
+    try:
+        yield name
+    finally:
+        delete_namespace(kube, name)
+
+
+def sample_docs(file: str) -> list[dict[str, Any]]:
+    """The documents of ``manifests/samples/<file>``."""
+    return [d for d in yaml.safe_load_all((SAMPLES / file).read_text()) if d]
 
 
 def sample_pool_copy(name: str, sample: str = "onprem-t4") -> dict[str, Any]:

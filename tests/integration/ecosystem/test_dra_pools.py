@@ -12,20 +12,17 @@ The nodes, slices, class and pools are this module's own: it deletes them afterw
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.client import ApiClient
 
 from hybridrec_local.localcluster import LocalCluster
 from hybridrec_operator.controller.kube import Kube as KubeClient
 from hybridrec_operator.controller.training import TrainingController
-from support.cleanup import delete_namespace
-from support.kube import SAMPLES, Kube
+from support.kube import Kube, fresh_namespace, sample_docs
 from support.operator import OperatorProcess
 from support.stack import wait_for
 
@@ -62,12 +59,9 @@ def resource_slice(node: str, product: str) -> dict[str, Any]:
                                  for i in range(2)]}}
 
 
-def samples(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
-
 
 def pools() -> list[dict[str, Any]]:
-    private = samples("dra-pool.yaml")[0]
+    private = sample_docs("dra-pool.yaml")[0]
     public = copy.deepcopy(private)
     public["metadata"]["name"] = PUBLIC
     public["spec"].update(tenancy="public", provider="aws", nodeSelector={"hybridrec.io/pool": PUBLIC},
@@ -115,15 +109,12 @@ def dra(installed: Kube, cluster: LocalCluster, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture
 def namespace(dra: Kube) -> Iterator[str]:
-    name = f"dra-{uuid.uuid4().hex[:6]}"
-    dra("create", "namespace", name)
-    wait_for(lambda: dra.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
-    yield name
-    delete_namespace(dra, name)
+    with fresh_namespace(dra, "dra") as name:
+        yield name
 
 
 def test_the_api_server_refuses_dra_with_another_resource_name(installed: Kube) -> None:
-    pool = copy.deepcopy(samples("dra-pool.yaml")[0])
+    pool = copy.deepcopy(sample_docs("dra-pool.yaml")[0])
     pool["metadata"]["name"] = "dra-and-extended"
     pool["spec"]["gpu"]["resourceName"] = "amd.com/gpu"
     refused = installed.apply([pool], check=False)
@@ -146,7 +137,7 @@ def test_the_scheduler_allocates_devices_and_a_full_dra_pool_falls_short(dra: Ku
     # public DRA pool with 2 free devices it must never use.
     others = [p["metadata"]["name"] for p in kube.items("computepools.hybridrec.io")
               if p["metadata"]["name"] not in (PRIVATE, PUBLIC)]
-    doc = copy.deepcopy(next(d for d in samples("models.yaml") if d.get("metadata", {}).get("name") == "trending"))
+    doc = copy.deepcopy(next(d for d in sample_docs("models.yaml") if d.get("metadata", {}).get("name") == "trending"))
     doc["metadata"] = {"name": "dra-recs", "namespace": namespace}
     doc["spec"].update(dataSensitivity="confidential", replicas=6,
                        placement={"preferredPools": [PRIVATE], "forbiddenPools": others})

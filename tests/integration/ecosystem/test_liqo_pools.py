@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hybridrec_local.localcluster import LocalCluster
-from support.cleanup import delete_namespace
-from support.kube import SAMPLES, Kube
+from support.kube import SAMPLES, Kube, fresh_namespace, sample_docs
 from support.operator import OperatorProcess
 from support.stack import wait_for
 
@@ -48,12 +45,9 @@ def virtual_node(name: str, cluster_id: str, tenancy: str) -> dict[str, Any]:
     }
 
 
-def samples(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
-
 
 def model(namespace: str, name: str, sensitivity: str, pool: str) -> dict[str, Any]:
-    doc = copy.deepcopy(next(d for d in samples("models.yaml") if d.get("metadata", {}).get("name") == "trending"))
+    doc = copy.deepcopy(next(d for d in sample_docs("models.yaml") if d.get("metadata", {}).get("name") == "trending"))
     doc["metadata"] = {"name": name, "namespace": namespace}
     doc["spec"]["dataSensitivity"] = sensitivity
     doc["spec"]["replicas"] = 2
@@ -90,15 +84,12 @@ def liqo(installed: Kube, cluster: LocalCluster, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture
 def namespace(liqo: Kube) -> Iterator[str]:
-    name = f"liqo-{uuid.uuid4().hex[:6]}"
-    liqo("create", "namespace", name)
-    wait_for(lambda: liqo.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
-    yield name
-    delete_namespace(liqo, name)
+    with fresh_namespace(liqo, "liqo") as name:
+        yield name
 
 
 def test_the_api_server_refuses_a_pool_that_selects_virtual_nodes_without_declaring_them(installed: Kube) -> None:
-    pool = copy.deepcopy(samples("remote-pools.yaml")[0])
+    pool = copy.deepcopy(sample_docs("remote-pools.yaml")[0])
     pool["metadata"]["name"] = "liqo-undeclared"
     del pool["spec"]["remoteCluster"]
     refused = installed.apply([pool], check=False)

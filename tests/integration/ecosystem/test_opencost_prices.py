@@ -29,8 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from hybridrec_local.localcluster import LocalCluster
 from hybridrec_local.processes import free_port
 from hybridrec_local.promlocal import LocalPrometheus
-from support.cleanup import delete_namespace
-from support.kube import SAMPLES, Kube
+from support.kube import SAMPLES, Kube, fresh_namespace
 from support.operator import OperatorProcess
 from support.stack import wait_for
 
@@ -124,12 +123,8 @@ def opencost(installed: Kube, cluster: LocalCluster, tmp_path_factory: pytest.Te
 
 @pytest.fixture
 def namespace(opencost: tuple[Kube, OpenCostExporter, LocalPrometheus]) -> Iterator[str]:
-    kube = opencost[0]
-    name = f"oc-{uuid.uuid4().hex[:6]}"
-    kube("create", "namespace", name)
-    wait_for(lambda: kube.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
-    yield name
-    delete_namespace(kube, name)
+    with fresh_namespace(opencost[0], "oc") as name:
+        yield name
 
 
 def placed(kube: Kube, namespace: str, name: str) -> dict[str, int]:

@@ -7,15 +7,14 @@ goes to a temp file whose tail is attached to the report of any failing test.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_harness import OPERATORS, Kube, OperatorProcess, wait_for
+from operator_harness import OPERATORS, Kube, OperatorProcess
+from support.kube import fresh_namespace
 
 from hybridrec_local.localcluster import LocalCluster, tail
-from support.cleanup import delete_namespace
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +41,8 @@ def operator(shared_operator: OperatorProcess) -> OperatorProcess:
 @pytest.fixture
 def namespace(installed: Kube) -> Iterator[str]:
     """A fresh namespace; afterwards it is deleted with its models and pods, and awaited gone."""
-    name = f"op-{uuid.uuid4().hex[:6]}"
-    installed("create", "namespace", name)
-    wait_for(lambda: installed.get("serviceaccount", "default", name), 30, "the namespace's default ServiceAccount")
-    yield name
-    # Models, children and the namespace, awaited gone: the next test (and the next module) finds the GPUs free.
-    delete_namespace(installed, name)
+    with fresh_namespace(installed, "op") as name:
+        yield name
 
 
 @pytest.hookimpl(hookwrapper=True)
