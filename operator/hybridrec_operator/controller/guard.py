@@ -19,7 +19,12 @@ whose nodeSelector picks public nodes (finding 4) is caught as soon as the watch
   and a Normal event once they agree). Those nodes give it no capacity (``core.capacity``), so no replica is planned
   onto them; the reconcile of the pool keeps the condition (it starts from the freshest status, ours included).
 
-The decisions are pure (``core.sensitivity``, ``core.conditions``, ``core.capacity``); this module does the I/O.
+* The same loop checks, at its first pass and once per interval, that the admission policies it relies on are in
+  force (``controller/admission_audit.py``): a deleted or weakened binding is a metric, an alert, a log line and an
+  ``AdmissionGuarded=False`` condition on every sensitive model.
+
+The decisions are pure (``core.sensitivity``, ``core.conditions``, ``core.capacity``, ``core.admission``); this
+module does the I/O.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hybridrec_operator.api.models import API_VERSION, SENSITIVE
 from hybridrec_operator.controller import metrics
+from hybridrec_operator.controller.admission_audit import AdmissionAudit
 from hybridrec_operator.controller.kube import api_message
 from hybridrec_operator.controller.runtime import Runtime
 from hybridrec_operator.core import capacity, conditions
@@ -88,6 +94,10 @@ class PlacementGuard:
     model_sensitivity: dict[str, str] = field(default_factory=dict)  # namespace/name -> spec.dataSensitivity seen
     unknown_since: dict[tuple[str, str, str], float] = field(default_factory=dict)  # violations on unindexed nodes
     checks: int = 0
+    # Whether the admission policies are in force: checked at the first pass and then once per interval, on this
+    # loop (controller/admission_audit.py), never per event.
+    admission: AdmissionAudit = field(default_factory=AdmissionAudit)
+    admission_due: float = float("-inf")  # monotonic time of the next admission check
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ---- what wakes it (event loop only) ----------------------------------------------------------------------
@@ -128,8 +138,11 @@ class PlacementGuard:
 
     async def run(self) -> None:
         while True:
+            # The admission check keeps its period even when events keep waking the loop, or none do.
+            wait = (min(self.interval, max(0.0, self.admission_due - time.monotonic()))
+                    if self.runtime.leader.is_leader else self.interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             reasons, self.reasons = self.reasons, set()
             if not self.runtime.leader.is_leader:
@@ -138,9 +151,19 @@ class PlacementGuard:
                 await self.check(sorted(reasons) or ["resync"])
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the guard must outlive any one failure; it retries shortly
+            except Exception:
+                # The guard must outlive any one failure; it retries shortly.
                 log.exception("placement check failed; retrying in 1 s")
                 self.runtime.loop.call_later(1.0, self.poke, "retry")
+            if time.monotonic() >= self.admission_due:
+                self.admission_due = time.monotonic() + self.interval
+                try:
+                    await self.admission.check(self)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # As above; the next interval tries again.
+                    log.exception("admission policy check failed; next try in %.0f s", self.interval)
 
     # ---- one pass ----------------------------------------------------------------------------------------------
     async def check(self, reasons: list[str]) -> list[Violation]:

@@ -75,6 +75,13 @@ SENSITIVE_PLACEMENT_VIOLATIONS = Counter(
     "Pods of confidential/restricted models found on a node not labelled hybridrec.io/tenancy=private (each pod "
     "counted once; hybridrec deletes those it created).", [*MODEL, "node"], registry=REGISTRY,
 )
+ADMISSION_POLICY_MISSING = Gauge(
+    "hybridrec_admission_policy_missing",
+    "1 when one of hybridrec's ValidatingAdmissionPolicies or its binding is missing or weakened (failurePolicy not "
+    "Fail, validationActions without Deny, another policyName, narrowed matchResources), 0 when in force, -1 when the "
+    "operator cannot read them (a namespaced install). Set by the leader at startup and every resync.",
+    ["policy"], registry=REGISTRY,
+)
 TRAINING_COST = Gauge(
     "hybridrec_training_cost",
     "Measured cost of one training run: GPU-hours its pods held (reclaimed ones too) x its pool's price per GPU-hour "

@@ -16,7 +16,7 @@ TESTS = Path(__file__).with_name("alerts-test.yaml")
 EXPECTED = {
     "HybridRecBudgetProjectedOverrun", "HybridRecBudgetExceeded", "HybridRecSLOAtRisk",
     "HybridRecSensitiveCapacityShortfall", "HybridRecReconcileErrors", "HybridRecControllerDataStale",
-    "HybridRecSensitivePlacementViolation",
+    "HybridRecSensitivePlacementViolation", "HybridRecAdmissionPolicyMissing",
 }
 
 

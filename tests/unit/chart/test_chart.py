@@ -70,7 +70,8 @@ def test_monitoring_auto_follows_the_api_and_false_wins(helm: str) -> None:
     assert monitor["spec"]["selector"]["matchLabels"] == by_kind(docs, "Service")[0]["spec"]["selector"]
     alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert yaml.safe_load((CHART / "rules" / "hybridrec-alerts.yaml").read_text()) == rule["spec"]
-    assert len(alerts) == 7 and "HybridRecSensitivePlacementViolation" in alerts  # issue 9 item 4 added it
+    assert len(alerts) == 8 and "HybridRecSensitivePlacementViolation" in alerts  # issue 9 item 4 added it
+    assert "HybridRecAdmissionPolicyMissing" in alerts  # and the check that its admission policies are in force
     off = objects(template(helm, *MONITORING_APIS, "--set", "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false").stdout)
     assert not by_kind(off, "ServiceMonitor") and not by_kind(off, "PrometheusRule") and not by_kind(off, "PodMonitor")
     forced = objects(template(helm, "--set", "serviceMonitor.enabled=true").stdout)
