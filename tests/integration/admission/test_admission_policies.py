@@ -9,7 +9,8 @@
   model are refused;
 * a namespace user can get no pod labelled as a model's (which its Service would send traffic to) by any route: a
   bare pod, a relabelled pod of their own, or any built-in workload whose template carries those labels; nor change
-  the ReplicaSet of hybridrec's Deployment.
+  the ReplicaSet of hybridrec's Deployment;
+* the same holds for hybridrec's ResourceClaimTemplates (DRA pools, retraining runs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from admission_support import MALLORY, apply_json, refused
 from operator_harness import SAMPLES, Kube
 
 from hybridrec_operator.api.models import parse_pool, parse_rmd
+from hybridrec_operator.core.dra import build_claim_template
 from hybridrec_operator.core.render import build_deployment, build_service
 from support.stack import wait_for
 
@@ -228,3 +230,24 @@ def test_no_route_to_a_pod_that_claims_a_model(installed: Kube, namespace: str) 
     assert "hybridrec-model-pods" in error, error
     # A cluster admin is trusted (and the operator's tests rely on creating users' look-alikes that way).
     installed("apply", "--dry-run=server", "-f", "-", input=json.dumps(lookalike_workloads(namespace)[0]))
+
+
+def test_only_the_operator_touches_managed_resource_claim_templates(installed: Kube, namespace: str) -> None:
+    """A ResourceClaimTemplate of hybridrec's (DRA pools, retraining runs) decides which devices its pods get: a
+    namespace user may neither create a look-alike nor change or delete ours; their own templates are untouched."""
+    labels = {"app.kubernetes.io/managed-by": "hybridrec", "hybridrec.io/model": "account-recs"}
+    ours = build_claim_template("account-recs-dra", namespace, labels, "gpu.example.com", [], 1)
+    error = refused(installed, "create", "--dry-run=server", "-f", "-", f"--as={MALLORY}", input=json.dumps(ours))
+    assert "only the hybridrec operator may create it" in error and "ResourceClaimTemplate" in error, error
+    apply_json(installed, ours)  # the operator's identity may
+    name = ours["metadata"]["name"]
+    error = refused(installed, "delete", "resourceclaimtemplate", name, "-n", namespace, f"--as={MALLORY}")
+    assert "only the hybridrec operator may delete it" in error, error
+    error = refused(installed, "label", "resourceclaimtemplate", name, "-n", namespace, "app.kubernetes.io/managed-by-",
+                    f"--as={MALLORY}")
+    assert "managed by hybridrec" in error, error
+    # The user's own template (RBAC lets them: the refusals above are the policy's).
+    own = build_claim_template("mine", namespace, {"app": "mine"}, "gpu.example.com", [], 1)
+    installed("create", "-f", "-", f"--as={MALLORY}", input=json.dumps(own))
+    installed("delete", "resourceclaimtemplate", own["metadata"]["name"], "-n", namespace, f"--as={MALLORY}")
+    installed("delete", "resourceclaimtemplate", name, "-n", namespace)

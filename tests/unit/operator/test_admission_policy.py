@@ -52,7 +52,7 @@ def test_children_policy_asks_rbac_who_the_operator_is() -> None:
     policy, _ = policies()[CHILDREN]
     resources = {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in policy["spec"]["matchConstraints"]["resourceRules"]}
     assert resources == {(("apps",), ("deployments",)), (("",), ("services",)), (("policy",), ("poddisruptionbudgets",)),
-                         (("networking.k8s.io",), ("networkpolicies",))}
+                         (("networking.k8s.io",), ("networkpolicies",)), (("resource.k8s.io",), ("resourceclaimtemplates",))}
     for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
         assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
     [condition] = policy["spec"]["matchConditions"]
