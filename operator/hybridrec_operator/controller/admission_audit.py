@@ -51,6 +51,22 @@ class PlacementGuard(Protocol):
     def _post(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
+_RESOURCES = ("validatingadmissionpolicies", "validatingadmissionpolicybindings")
+
+
+def _may_list(kube: Any, resource: str) -> bool:
+    """A SelfSubjectAccessReview (every authenticated account may ask); True when it cannot be asked, so the list
+    itself answers."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": {"group": "admissionregistration.k8s.io", "resource": resource,
+                                              "verb": "list"}}}
+    try:
+        answer = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review)
+    except ApiException:
+        return True
+    return bool((answer.get("status") or {}).get("allowed"))
+
+
 @dataclass
 class AdmissionAudit:
     """What the last check found (per policy), so a change is logged once."""
@@ -61,6 +77,11 @@ class AdmissionAudit:
     def read(self, guard: PlacementGuard) -> list[admission.PolicyState]:
         """List the policies and bindings (worker thread); unreadable is a verdict, not an error."""
         kube = guard.runtime.kube
+        denied = [r for r in _RESOURCES if not _may_list(kube, r)]
+        if denied:
+            # Asked first so a namespaced install (no ClusterRole for these) logs no 403 every resync.
+            return admission.audit(None, None, f"its account may not list {' or '.join(denied)} in "
+                                               "admissionregistration.k8s.io (a namespaced install?)")
         try:
             policies = kube.request("GET", f"{_GROUP}/validatingadmissionpolicies").get("items") or []
             bindings = kube.request("GET", f"{_GROUP}/validatingadmissionpolicybindings").get("items") or []

@@ -1,7 +1,8 @@
 """The namespaced install (manifests/rbac/operator-namespaced.yaml, the chart's rbac.scope=namespaced) on the real
 control plane: the operator runs with ONLY that account's token and ``--namespace`` for one namespace, reconciles a
 restricted model there (Deployment, Service, PDB and NetworkPolicy), and may not create a Deployment in kube-system or
-any other namespace (issue 9 item 7)."""
+any other namespace (issue 9 item 7). It cannot read the admission policies there, and says so (AdmissionGuarded
+Unknown) rather than reporting them missing."""
 
 from __future__ import annotations
 
@@ -129,6 +130,11 @@ def _pool_and_model() -> list[dict[str, Any]]:
              "metadata": {"name": MODEL, "namespace": MODELS_NS}, "spec": spec}]
 
 
+def _condition(cluster: LocalCluster, type_: str) -> dict[str, Any] | None:
+    obj = json.loads(_kubectl(cluster, "get", "rmd", MODEL, "-n", MODELS_NS, "-o", "json"))
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
 def _placed(cluster: LocalCluster) -> dict[str, Any] | None:
     obj = json.loads(_kubectl(cluster, "get", "rmd", MODEL, "-n", MODELS_NS, "-o", "json"))
     conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
@@ -155,6 +161,10 @@ def test_operator_with_only_the_namespaced_rbac_reconciles_its_namespace(cluster
         for kind in ("deployment", "service", "poddisruptionbudget", "networkpolicy"):
             names = _kubectl(cluster, "get", kind, "-n", MODELS_NS, "-l", f"hybridrec.io/model={MODEL}", "-o", "name")
             assert names.strip(), f"no {kind} of the model"
+        # It may not read the admission policies: it says it cannot tell (never "missing"), without a 403.
+        guarded = eventually(lambda: _condition(cluster, "AdmissionGuarded"), timeout_s=30, interval_s=1,
+                             what="AdmissionGuarded on the restricted model")
+        assert (guarded["status"], guarded["reason"]) == ("Unknown", "AdmissionPoliciesUnreadable"), guarded
         text = log.read_text()
         assert "Forbidden" not in text and "403" not in text, log_tail(log, 60)
         lease = json.loads(_kubectl(cluster, "get", "lease", f"hybridrec-{SUFFIX}", "-n", OP_NS, "-o", "json"))
