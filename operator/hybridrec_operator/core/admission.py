@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 # The policies of manifests/policy/sensitive-placement.yaml; each has a binding of the same name
-# (tests/unit/operator/test_admission_audit.py keeps the two in step).
+# (tests/unit/operator/test_admission_verdict.py keeps the two in step).
 POLICY_NAMES = ("hybridrec-children", "hybridrec-sensitive-placement", "hybridrec-model-placement",
                 "hybridrec-model-pods")
 

@@ -153,3 +153,13 @@ def test_no_global_statements_in_the_operator() -> None:
         if isinstance(node, ast.Global)
     ]
     assert not offenders, offenders
+
+
+def test_test_modules_have_unique_names() -> None:
+    # Test folders are not packages: pytest imports each test module by its file name, so two files of one name in
+    # different tiers make the second fail to collect ("import file mismatch") in a clean checkout.
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not clashes, clashes
