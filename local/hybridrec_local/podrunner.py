@@ -140,15 +140,20 @@ class PodRunner:
         log.info("stopping %s/%s (pod gone)", server.target.namespace, server.target.name)
 
     def _reap_stopping(self, now: float) -> None:
+        self._stopping = self._reap(self._stopping, now, lambda s: s.cache_dir)
+
+    def _reap(self, stopping: list[Any], now: float, scratch: Callable[[Any], Path]) -> list[Any]:
+        """Of processes sent SIGTERM (a server or a trainer), those still running: killed once past the grace
+        period; the exited ones' scratch folder is removed."""
         left = []
-        for s in self._stopping:
+        for s in stopping:
             if s.proc.poll() is None:
                 if s.stopping_since is not None and now - s.stopping_since > self.config.grace_s + 2:
                     s.proc.kill()
                 left.append(s)
             else:
-                shutil.rmtree(s.cache_dir, ignore_errors=True)
-        self._stopping = left
+                shutil.rmtree(scratch(s), ignore_errors=True)
+        return left
 
     def _check_health(self, now: float) -> None:
         for server in self.servers.values():
@@ -236,15 +241,7 @@ class PodRunner:
         for uid, target in wanted.items():
             if uid not in self.trainers and uid not in self._reported:
                 self.trainers[uid] = self.start_trainer(target)
-        left = []
-        for trainer in self._stopping_trainers:
-            if trainer.proc.poll() is None:
-                if trainer.stopping_since is not None and now - trainer.stopping_since > self.config.grace_s + 2:
-                    trainer.proc.kill()
-                left.append(trainer)
-            else:
-                shutil.rmtree(trainer.termination_log.parent, ignore_errors=True)
-        self._stopping_trainers = left
+        self._stopping_trainers = self._reap(self._stopping_trainers, now, lambda t: t.termination_log.parent)
         self._reported &= set(by_uid)  # forget pods that are gone
 
     def step(self, pods: Sequence[Mapping[str, Any]], kwok_nodes: set[str]) -> None:
