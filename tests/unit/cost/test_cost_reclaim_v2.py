@@ -8,11 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from cost_builders import model, model_spec
+from test_cost_outlook import fed
 from test_cost_per_pool import gpu_pool
 
 from hybridrec_operator.core import placement
 from hybridrec_operator.core.capacity import node_ready
-from hybridrec_operator.core.forecast import Sample, Variability, outlook
+from hybridrec_operator.core.forecast import outlook
 from hybridrec_operator.core.planner import AllocatorMemory, PoolState, allocate, spot_risk_per_hour
 from hybridrec_operator.sim.simulate import Reclaims, Trace, make_policy, parse_objects, run_policy
 from hybridrec_operator.sim.cluster import capacities
@@ -65,20 +66,11 @@ def test_a_doomed_node_offers_no_room() -> None:
     assert not node_ready(_node(metadata={"name": "n", "deletionTimestamp": "2026-01-01T00:00:00Z"}))
 
 
-def _fed(values: np.ndarray, lead: float = 120.0, step: float = 15.0) -> tuple[Variability, list[Sample]]:
-    v = Variability(lead=lead)
-    history = []
-    for k, y in enumerate(values):
-        v.observe(k * step, float(y))
-        history.append(Sample(k * step, float(y)))
-    return v, history
-
-
 def test_after_a_peak_the_outlook_pads_the_level_not_the_ten_minute_trend() -> None:
     # Ten minutes up to 2,000 RPS, then four down to 1,000: the 10-minute Theil-Sen line still sits far above the
     # level. The margin was measured against level + slope, so it pads that, not the trend a second time.
     values = np.r_[np.linspace(1000, 2000, 40), np.linspace(2000, 1000, 16), np.full(8, 1000.0)]
-    v, history = _fed(values)
+    v, history = fed(values)
     look = outlook(history, v, [], history[-1].t, 120.0, 30.0)
     assert look.demand is not None
     assert look.demand == pytest.approx(look.level * (1 + look.margin), rel=1e-6)

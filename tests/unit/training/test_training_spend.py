@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from hybridrec_operator.api.models import RecModelDeployment, TrainingSpend
 from hybridrec_operator.api.training_run import RecModelTrainingRun, parse_run
 from hybridrec_operator.core import training as tr
@@ -18,16 +19,7 @@ from hybridrec_operator.core.costing import (
     measured_training_cost,
     model_lifecycle,
 )
-
-# The worked example of issue 4: training 32 GPUs x 3 h x 5 = 480, deployment 10, maintenance 100; benefit 150.
-ECONOMICS: dict[str, Any] = {
-    "currency": "USD",
-    "training": {"gpus": 32, "hours": 3, "pricePerGpuHour": 5},
-    "deployment": {"gpus": 1, "tps": 100, "unitCost": 0.1},
-    "maintenance": {"people": 2, "hours": 100, "ratePerHour": 0.5},
-    "businessValue": {"requests": 1e8, "clickThroughRate": 0.005, "conversionRate": 0.003, "valuePerConversion": 0.1},
-}
-
+from support.manifests import WORKED_EXAMPLE_ECONOMICS
 
 def run(name: str, cost: float | None, hours: float = 1.0, currency: str = "USD", phase: str = "Promoted") -> RecModelTrainingRun:
     obj: dict[str, Any] = {"metadata": {"name": name, "namespace": "shop"}, "spec": {"model": "movies"}}
@@ -38,7 +30,7 @@ def run(name: str, cost: float | None, hours: float = 1.0, currency: str = "USD"
     return parse_run(obj)
 
 
-def model(spend: TrainingSpend | None = None, economics: dict[str, Any] | None = ECONOMICS) -> RecModelDeployment:
+def model(spend: TrainingSpend | None = None, economics: dict[str, Any] | None = WORKED_EXAMPLE_ECONOMICS) -> RecModelDeployment:
     return RecModelDeployment.model_validate({
         "metadata": {"name": "movies", "namespace": "shop"},
         "spec": {"model": {"uri": "s3://models/movies/v1/", "architecture": "two-tower"}, "dataSensitivity": "internal",
@@ -95,7 +87,7 @@ def test_measured_cost_in_another_currency_is_left_out_or_refused() -> None:
     from hybridrec_operator.api.models import Economics
 
     with pytest.raises(CurrencyMismatchError):
-        lifecycle(Economics.model_validate(ECONOMICS), Money.of(9, "EUR"))
+        lifecycle(Economics.model_validate(WORKED_EXAMPLE_ECONOMICS), Money.of(9, "EUR"))
 
 
 def test_status_round_trips_through_the_wire_form() -> None:
