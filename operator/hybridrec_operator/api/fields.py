@@ -7,8 +7,9 @@ No kind lives here: ``api/pool.py`` holds ComputePool and ``api/models.py`` RecM
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -162,6 +163,29 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The camelCase, JSON-ready form used in manifests and status patches."""
         return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class ApiObject(ApiModel):
+    """What every kind's envelope (apiVersion, kind, metadata, spec, status, declared by each kind) answers: its name,
+    its namespace, and the kind read from an API object."""
+
+    if TYPE_CHECKING:  # each kind declares it, in its envelope's order (the CRD schema's order)
+        metadata: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        """``default`` when unset; a cluster-scoped kind (ComputePool) has none to ask for."""
+        return str(self.metadata.get("namespace", "default"))
+
+    @classmethod
+    def from_api(cls, obj: Mapping[str, Any]) -> Self:
+        """The kind from its API object (status and unknown metadata tolerated)."""
+        return cls.model_validate({"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}),
+                                   "status": obj.get("status")})
 
 
 class Condition(ApiModel):

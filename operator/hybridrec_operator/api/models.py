@@ -48,6 +48,7 @@ from hybridrec_operator.api.fields import (
     CapacityType as CapacityType,
     Architecture as Architecture,
     ApiModel as ApiModel,
+    ApiObject as ApiObject,
     Condition as Condition,
 )
 from hybridrec_operator.api.pool import (
@@ -457,7 +458,7 @@ class RecModelDeploymentStatus(ApiModel):
     ] = None
 
 
-class RecModelDeployment(ApiModel):
+class RecModelDeployment(ApiObject):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": name_rules(MODEL_NAME_MESSAGE, DNS_1035_LABEL, MAX_MODEL_NAME, "RecModelDeployment")
@@ -470,14 +471,6 @@ class RecModelDeployment(ApiModel):
     spec: RecModelDeploymentSpec
     status: RecModelDeploymentStatus | None = None
 
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
-
     @model_validator(mode="after")
     def _name_fits(self) -> RecModelDeployment:
         # Mirrors the root CEL rules above. A nameless object (a spec checked on its own) has nothing to check.
@@ -488,6 +481,4 @@ class RecModelDeployment(ApiModel):
 
 def parse_rmd(obj: dict[str, Any]) -> RecModelDeployment:
     """A RecModelDeployment from its API object (status and unknown metadata tolerated)."""
-    return RecModelDeployment.model_validate(
-        {"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}), "status": obj.get("status")}
-    )
+    return RecModelDeployment.from_api(obj)

@@ -33,6 +33,7 @@ from hybridrec_operator.api.fields import (
     Tenancy,
     CapacityType,
     ApiModel,
+    ApiObject,
     Condition,
 )
 
@@ -339,7 +340,7 @@ class ComputePoolStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
 
 
-class ComputePool(ApiModel):
+class ComputePool(ApiObject):
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": name_rules(POOL_NAME_MESSAGE, DNS_LABEL, MAX_POOL_NAME, "ComputePool")}
     )
@@ -349,10 +350,6 @@ class ComputePool(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ComputePoolSpec
     status: ComputePoolStatus | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
 
     @model_validator(mode="after")
     def _name_fits(self) -> ComputePool:
@@ -366,6 +363,4 @@ class ComputePool(ApiModel):
 
 def parse_pool(obj: dict[str, Any]) -> ComputePool:
     """A ComputePool from its API object (status and unknown metadata tolerated)."""
-    return ComputePool.model_validate({"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}), "status": obj.get("status")})
-
-
+    return ComputePool.from_api(obj)

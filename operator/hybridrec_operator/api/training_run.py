@@ -18,6 +18,7 @@ from hybridrec_operator.api.models import (
     DNS_1035_LABEL,
     MAX_MODEL_NAME,
     ApiModel,
+    ApiObject,
     Architecture,
     Condition,
     ModelArtifact,
@@ -111,7 +112,7 @@ class RecModelTrainingRunStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
 
 
-class RecModelTrainingRun(ApiModel):
+class RecModelTrainingRun(ApiObject):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -127,14 +128,6 @@ class RecModelTrainingRun(ApiModel):
     spec: RecModelTrainingRunSpec
     status: RecModelTrainingRunStatus | None = None
 
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
-
     @model_validator(mode="after")
     def _name_fits(self) -> RecModelTrainingRun:
         if len(self.name) > MAX_RUN_NAME:
@@ -144,6 +137,4 @@ class RecModelTrainingRun(ApiModel):
 
 def parse_run(obj: dict[str, Any]) -> RecModelTrainingRun:
     """A RecModelTrainingRun from its API object (status and unknown metadata tolerated)."""
-    return RecModelTrainingRun.model_validate(
-        {"metadata": obj.get("metadata", {}), "spec": obj.get("spec", {}), "status": obj.get("status")}
-    )
+    return RecModelTrainingRun.from_api(obj)
